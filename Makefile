@@ -1,0 +1,48 @@
+# glamor-lightning: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+BACKBONE ?= mobilenetv2
+DATA ?=
+ARGS ?=
+CKPT ?=
+SYNTH := data/synthcaer
+export HF_HUB_OFFLINE ?= 1
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install train eval test test-full synth clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project (again when pyproject.toml changed)
+
+$(SYNTH)/faces.csv: | $(STAMP)
+	$(VENV)/bin/glamor prepare synth $(SYNTH)
+
+synth: $(SYNTH)/faces.csv ## make the embedded SynthCAER data under data/ if absent
+
+train: $(STAMP) $(if $(DATA),,$(SYNTH)/faces.csv) ## train BACKBONE=original|mobilenetv2|resnet18 [DATA=root] [ARGS="overrides"], then test the best checkpoint
+	$(PY) -m glamor_lightning.train model.backbone=$(BACKBONE) $(if $(DATA),data.root=$(abspath $(DATA))) $(ARGS)
+
+eval: $(STAMP) ## test a checkpoint: make eval CKPT=path [DATA=root] [ARGS=...]
+	@test -n "$(CKPT)" || { echo "usage: make eval CKPT=path/to/model.ckpt [DATA=root]"; exit 2; }
+	$(PY) -m glamor_lightning.eval ckpt_path=$(abspath $(CKPT)) $(if $(DATA),data.root=$(abspath $(DATA))) $(ARGS)
+
+test: $(STAMP) ## run the tests (not the slow ones)
+	$(PY) -m pytest -q
+
+test-full: $(STAMP) ## run every test, slow ones included
+	$(PY) -m pytest -q -m "not gpu"
+
+clean: ## remove logs and caches (keeps .venv and data)
+	rm -rf logs .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,167 @@
+"""Packed cache: every face crop and masked context of a data root as memory-mapped uint8 arrays.
+
+Made once from `faces.csv`, so that an epoch decodes no image. It lives in a folder named after a hash
+of the index and the sizes, so a changed index or size makes a new cache and an unchanged one is
+reused. It is built in a temporary folder and renamed into place when complete: a crash mid-build
+leaves nothing that could later be taken for a whole cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from glamor_lightning.data.classes import class_index
+from glamor_lightning.data.geometry import CONTEXT_SIZE, FACE_SIZE, face_crop, masked_context
+from glamor_lightning.data.images import BadImageError, read_rgb
+from glamor_lightning.data.index import INDEX_NAME, FaceRow
+
+CACHE_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What the cached arrays hold; any change makes a different cache."""
+
+    face_size: int = FACE_SIZE
+    context_h: int = CONTEXT_SIZE[0]
+    context_w: int = CONTEXT_SIZE[1]
+    mask_face: bool = True
+
+
+@dataclass
+class PackedCache:
+    """Arrays of one cache, row i = row i of the index it was built from."""
+
+    path: Path
+    faces: np.ndarray  # [N, S, S, 3] uint8
+    contexts: np.ndarray  # [N, H, W, 3] uint8
+    labels: np.ndarray  # [N] int64, canonical class index
+    ok: np.ndarray  # [N] bool, False where the image could not be read
+    manifest: dict
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Path → reason, for the images that could not be read."""
+        return self.manifest.get("errors", {})
+
+
+def cache_key(index_file: Path, spec: CacheSpec) -> str:
+    digest = hashlib.sha256(index_file.read_bytes())
+    digest.update(json.dumps({"v": CACHE_VERSION, **asdict(spec)}, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _render(args: tuple[str, tuple | None, CacheSpec]) -> tuple[np.ndarray, np.ndarray] | str:
+    path, box, spec = args
+    try:
+        image = read_rgb(path)
+    except BadImageError as err:
+        return str(err)
+    return (face_crop(image, box, spec.face_size),
+            masked_context(image, box, (spec.context_h, spec.context_w), mask=spec.mask_face))
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+
+
+def build_cache(root: Path, rows: Sequence[FaceRow], spec: CacheSpec, dest: Path,
+                workers: int = 0, progress: bool = True) -> Path:
+    """Render all rows into a new cache folder `dest` (atomically: temp folder, then rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    try:
+        n, s, (h, w) = len(rows), spec.face_size, (spec.context_h, spec.context_w)
+        faces = np.lib.format.open_memmap(tmp / "faces.npy", "w+", np.uint8, (n, s, s, 3))
+        contexts = np.lib.format.open_memmap(tmp / "contexts.npy", "w+", np.uint8, (n, h, w, 3))
+        ok = np.zeros(n, dtype=bool)
+        errors: dict[str, str] = {}
+        jobs = [(str(root / r.path), r.box, spec) for r in rows]
+        started = time.perf_counter()
+        with _pool(workers) as pool:
+            results = pool.imap(_render, jobs, chunksize=32) if pool else map(_render, jobs)
+            for i, result in enumerate(tqdm(results, total=n, desc=f"caching {root.name}",
+                                            unit="img", disable=not progress)):
+                if isinstance(result, str):
+                    errors[rows[i].path] = result
+                    continue
+                faces[i], contexts[i] = result
+                ok[i] = True
+        faces.flush(), contexts.flush()
+        del faces, contexts
+        np.save(tmp / "labels.npy", np.array([class_index(r.label) for r in rows], dtype=np.int64))
+        np.save(tmp / "ok.npy", ok)
+        manifest = {"version": CACHE_VERSION, "spec": asdict(spec), "rows": n,
+                    "paths_sha256": hashlib.sha256("\n".join(r.path for r in rows).encode()).hexdigest(),
+                    "seconds": round(time.perf_counter() - started, 2), "errors": errors}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another process finished the same cache first: theirs is as good
+            if not (dest / MANIFEST).is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+class _pool:
+    """A worker pool when workers > 0, else nothing (serial map)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers, self.pool = workers, None
+
+    def __enter__(self):
+        if self.workers > 0:
+            self.pool = mp.get_context("fork").Pool(self.workers, initializer=_init_worker)
+        return self.pool
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+
+
+def load_cache(path: Path) -> PackedCache:
+    """Open a complete cache folder (memory-mapped, read-only)."""
+    manifest = json.loads((path / MANIFEST).read_text())
+    return PackedCache(path=path,
+                       faces=np.load(path / "faces.npy", mmap_mode="r"),
+                       contexts=np.load(path / "contexts.npy", mmap_mode="r"),
+                       labels=np.load(path / "labels.npy"), ok=np.load(path / "ok.npy"),
+                       manifest=manifest)
+
+
+def cache_path(root: Path, spec: CacheSpec, cache_dir: Path | None = None) -> Path:
+    """Where the cache for this root's current faces.csv and `spec` lives."""
+    return (cache_dir or root / ".cache") / f"packed-{cache_key(root / INDEX_NAME, spec)}"
+
+
+def ensure_cache(root: Path, rows: Sequence[FaceRow], spec: CacheSpec, cache_dir: Path | None = None,
+                 workers: int = 0, progress: bool = True) -> PackedCache:
+    """Reuse the cache that matches faces.csv and `spec`, or build it."""
+    path = cache_path(root, spec, cache_dir)
+    if not (path / MANIFEST).is_file():
+        build_cache(root, rows, spec, path, workers=workers, progress=progress)
+    cache = load_cache(path)
+    if cache.manifest["rows"] != len(rows):
+        raise RuntimeError(f"Cache {path} holds {cache.manifest['rows']} rows but the index has "
+                           f"{len(rows)}: delete the folder and run again.")
+    return cache

@@ -1,0 +1,141 @@
+"""LightningDataModule for any root with a `faces.csv`: splits, packed cache, loaders."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from glamor_lightning.data.cache import CacheSpec, PackedCache, ensure_cache
+from glamor_lightning.data.dataset import PackedDataset
+from glamor_lightning.data.geometry import CONTEXT_SIZE, CROP_SIZE, FACE_SIZE
+from glamor_lightning.data.index import INDEX_NAME, FaceRow, read_index
+from glamor_lightning.data.sampler import EpochSampler
+from glamor_lightning.data.splits import check_folders, split_indices
+from glamor_lightning.data.transforms import PairTransform
+
+log = logging.getLogger(__name__)
+NO_FACE_POLICIES = ("whole_image", "drop")
+
+
+class EmotionDataModule(L.LightningDataModule):
+    """Face crops and masked contexts from a packed cache of `root`.
+
+    `batch_size` is per device (the global batch is batch_size × devices × nodes). `mask_face=None`
+    takes the model's wish (`context_visible` does not mask). Rows without a face follow `no_face`:
+    `whole_image` (face input = whole image, nothing masked) or `drop`; unreadable images are skipped,
+    counted and named in the log.
+    """
+
+    def __init__(self, root: str, batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False,
+                 val_from: str = "auto", val_fraction: float = 0.1, seed: int = 0,
+                 mask_face: bool | None = None, no_face: str = "whole_image", augment: bool = True,
+                 flip: bool = True, rotate_limit: float = 20.0, face_size: int = FACE_SIZE,
+                 context_size: tuple[int, int] = CONTEXT_SIZE, crop_size: int = CROP_SIZE,
+                 cache_dir: str | None = None, cache_workers: int = 2, eval_batch_size: int | None = None,
+                 persistent_workers: bool = False) -> None:
+        super().__init__()
+        context_size = (int(context_size[0]), int(context_size[1]))  # plain values in checkpoints
+        if no_face not in NO_FACE_POLICIES:
+            raise ValueError(f"no_face={no_face!r}; expected one of {NO_FACE_POLICIES}")
+        self.save_hyperparameters(logger=False)
+        self.root = Path(root)
+        self.mask_face = mask_face
+        self.cache: PackedCache | None = None
+        self.rows: list[FaceRow] = []
+        self.indices: dict[str, np.ndarray] = {}
+        self.skipped: dict[str, int] = {}
+
+    # -- data preparation -------------------------------------------------------------------------
+    def _read_rows(self) -> list[FaceRow]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"Data root {str(self.root)!r} does not exist. Make the embedded SynthCAER data with "
+                f"`glamor prepare synth {self.root}`, or point data.root at a CAER-S-style root.")
+        if not (self.root / INDEX_NAME).is_file():
+            raise FileNotFoundError(
+                f"{self.root / INDEX_NAME} is missing: run `glamor prepare detect {self.root}` "
+                f"(or `glamor prepare import`) to index the faces of this root.")
+        rows = read_index(self.root / INDEX_NAME)
+        check_folders(rows, str(self.root / INDEX_NAME))
+        return rows
+
+    def _spec(self) -> CacheSpec:
+        h, w = self.hparams.context_size
+        return CacheSpec(self.hparams.face_size, h, w, True if self.mask_face is None else self.mask_face)
+
+    def _cache(self, rows: list[FaceRow], progress: bool) -> PackedCache:
+        cache_dir = Path(self.hparams.cache_dir) if self.hparams.cache_dir else None
+        return ensure_cache(self.root, rows, self._spec(), cache_dir, workers=self.hparams.cache_workers,
+                            progress=progress)
+
+    def prepare_data(self) -> None:
+        """Build the cache once (Lightning calls this on one process per node)."""
+        self._cache(self._read_rows(), progress=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.cache is not None:
+            return
+        self.rows = self._read_rows()
+        self.cache = self._cache(self.rows, progress=False)
+        indices = split_indices(self.rows, self.hparams.val_from, self.hparams.val_fraction,
+                                self.hparams.seed)
+        self.indices = {stage: self._keep(stage, idx) for stage, idx in indices.items()}
+        log.info("data %s: %s", self.root, ", ".join(f"{k} {len(v)}" for k, v in self.indices.items()))
+
+    def _keep(self, stage: str, idx: np.ndarray) -> np.ndarray:
+        """Apply the unreadable-image and no-face policies, counting what is left out."""
+        assert self.cache is not None
+        unreadable = idx[~self.cache.ok[idx]]
+        for i in unreadable[:20]:
+            log.warning("skipped %s: %s", self.rows[i].path, self.cache.errors.get(self.rows[i].path))
+        keep = self.cache.ok[idx]
+        no_face = np.array([not self.rows[i].has_face for i in idx], dtype=bool)
+        if self.hparams.no_face == "drop":
+            keep &= ~no_face
+        self.skipped[f"{stage}/unreadable"] = int(len(unreadable))
+        self.skipped[f"{stage}/no_face_{self.hparams.no_face}"] = int((no_face & self.cache.ok[idx]).sum())
+        if len(unreadable) or no_face.any():
+            log.warning("%s: %d unreadable images skipped; %d without a face (%s)", stage,
+                        len(unreadable), int(no_face.sum()), self.hparams.no_face)
+        return idx[keep]
+
+    # -- loaders ----------------------------------------------------------------------------------
+    def dataset(self, stage: str) -> PackedDataset:
+        assert self.cache is not None, "call setup() first"
+        train = stage == "train"
+        hp = self.hparams
+        transform = PairTransform(train=train and hp.augment, crop_size=hp.crop_size, flip=hp.flip,
+                                  rotate_limit=hp.rotate_limit, seed=hp.seed)
+        return PackedDataset(self.cache, self.indices[stage], transform)
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        if trainer.world_size > 1 and getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
+            raise RuntimeError("EmotionDataModule shards the data itself: set "
+                               "trainer.use_distributed_sampler=false (the trainer configs do).")
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(self, stage: str) -> DataLoader:
+        hp, train = self.hparams, stage == "train"
+        dataset = self.dataset(stage)
+        rank, world = self._rank_world()
+        sampler = EpochSampler(len(dataset), shuffle=train, seed=hp.seed, rank=rank, world_size=world,
+                               pad=train)
+        return DataLoader(dataset, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+                          sampler=sampler, num_workers=hp.num_workers, pin_memory=hp.pin_memory,
+                          drop_last=train and len(dataset) > hp.batch_size * world,
+                          persistent_workers=hp.persistent_workers and hp.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

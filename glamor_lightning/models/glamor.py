@@ -1,0 +1,166 @@
+"""GLAMOR-Net and its paper baselines as one plain `nn.Module`, configured by strings and numbers."""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from torch import Tensor, nn
+
+from .attention import ATTENTIONS, create_attention
+from .encoders import create_encoder
+from .fusion import FUSIONS, create_fusion
+
+#: Input settings of the paper's Table 4.
+INPUTS: tuple[str, ...] = ("face", "context", "context_visible", "both")
+
+
+class GlamorOutput(NamedTuple):
+    """What `GlamorNet.forward` returns."""
+
+    logits: Tensor  #: [B, num_classes]
+    attention: Tensor  #: [B, H, W] context attention, sums to 1 over H×W; [B, 1, 1] ones for inputs='face'
+    fusion_weights: Tensor | None  #: [B, 2] (w_face, w_context) from 'fusion_net', else None
+
+
+class GlamorFeatures(NamedTuple):
+    """The branch vectors before fusion (None for a branch the model lacks)."""
+
+    face: Tensor | None  #: v_f [B, Df], global average pool of the face map
+    context: Tensor | None  #: v_c [B, Dc], attention-pooled context map
+    attention: Tensor  #: as in `GlamorOutput.attention`
+
+
+class GlamorNet(nn.Module):
+    """GLAMOR-Net (Le et al. 2021): face and context encoders (same kind, separate weights),
+    context attention, fusion, and a classifier Linear(→hidden) → ReLU → Dropout → Linear(→classes).
+
+    Args:
+        backbone: encoder name, `original` / `mobilenetv2` / `resnet18` or any timm model.
+        attention: `gla` (GLAMOR-Net), `standard` (CAER-Net-S) or `none` (average pooling).
+        fusion: `fusion_net` (GLAMOR-Net), `add`, `max`, `concat`, or `none` for single-input models.
+        inputs: paper Table 4 setting: `face`, `context` (face masked), `context_visible` (face
+            not masked) or `both`. Masking is the data's job; see `masks_face`.
+        num_classes: number of emotion classes.
+        gla_batchnorm: BatchNorm inside the GLA MLP, as the authors' code (False: the paper's figure).
+        hidden: width of the attention, fusion and classifier hidden layers.
+        dropout: dropout probability before the last Linear.
+        pretrained: start both encoders from timm's pretrained weights.
+        pretrained_path: start both encoders from this local weights file.
+
+    Settings are strict, so that a hyper-parameter never names a part the model lacks (and a
+    sweep never trains the same model twice under two names):
+
+    - `inputs='face'`: no context encoder and no attention: needs `attention='none'`,
+      `fusion='none'`; the classifier sees v_f. Its attention output is a [B, 1, 1] map of ones
+      (one cell holding all the weight), a tensor rather than None so exports keep one signature.
+    - `inputs='context'` / `'context_visible'`: needs `fusion='none'`; the classifier sees v_c
+      only. The face encoder exists only for `attention='gla'`, whose guide v_f is.
+    - `inputs='both'`: needs a real fusion (not `'none'`).
+
+    A broken setting raises a ValueError saying what to set; an unknown component name raises
+    a RuntimeError listing the known ones.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "original",
+        attention: str = "gla",
+        fusion: str = "fusion_net",
+        inputs: str = "both",
+        num_classes: int = 7,
+        gla_batchnorm: bool = True,
+        hidden: int = 128,
+        dropout: float = 0.5,
+        pretrained: bool = False,
+        pretrained_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__()
+        _check_setting(inputs, attention, fusion, num_classes)
+        self.inputs = inputs
+        self.config = dict(
+            backbone=backbone, attention=attention, fusion=fusion, inputs=inputs, num_classes=num_classes,
+            gla_batchnorm=gla_batchnorm, hidden=hidden, dropout=dropout,
+        )  # fmt: skip
+        has_context = inputs != "face"
+        has_face = not has_context or inputs == "both" or attention == "gla"
+        self.classifies_face = inputs in ("face", "both")
+
+        def encoder() -> nn.Module:
+            return create_encoder(backbone, pretrained=pretrained, pretrained_path=pretrained_path)
+
+        self.face_encoder = encoder() if has_face else None
+        self.context_encoder = encoder() if has_context else None
+        face_dim = self.face_encoder.out_channels if self.face_encoder is not None else 0
+        context_dim = self.context_encoder.out_channels if self.context_encoder is not None else 0
+        self.attention = (
+            create_attention(attention, face_dim, context_dim, hidden=hidden, batchnorm=gla_batchnorm)
+            if has_context
+            else None
+        )
+        self.fusion = create_fusion(fusion, face_dim if self.classifies_face else 0, context_dim, hidden=hidden)
+        self.classifier = nn.Sequential(
+            nn.Linear(self.fusion.out_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    @property
+    def masks_face(self) -> bool:
+        """Whether the context input should have the face box zeroed (all settings but 'context_visible')."""
+        return self.inputs != "context_visible"
+
+    @property
+    def uses_face(self) -> bool:
+        """Whether `forward` reads the face crop."""
+        return self.face_encoder is not None
+
+    @property
+    def uses_context(self) -> bool:
+        """Whether `forward` reads the context image."""
+        return self.context_encoder is not None
+
+    def features(self, face: Tensor | None, context: Tensor | None) -> GlamorFeatures:
+        """Branch vectors and attention map; images are float [B, 3, H, W] in [0, 1], any size."""
+        v_f = v_c = None
+        if self.face_encoder is not None:
+            v_f = self.face_encoder(_need(face, "face")).mean(dim=(2, 3))
+        if self.context_encoder is None:
+            attn = v_f.new_ones(v_f.shape[0], 1, 1)
+        else:
+            v_c, attn = self.attention(v_f, self.context_encoder(_need(context, "context")))
+        return GlamorFeatures(v_f, v_c, attn)
+
+    def forward(self, face: Tensor | None, context: Tensor | None) -> GlamorOutput:
+        """face [B, 3, 96, 96], context [B, 3, 112, 112] (float in [0, 1]; other sizes work too).
+        An input the setting does not use may be None."""
+        v_f, v_c, attn = self.features(face, context)
+        fused, weights = self.fusion(v_f if self.classifies_face else None, v_c)
+        return GlamorOutput(self.classifier(fused), attn, weights)
+
+
+def _need(x: Tensor | None, name: str) -> Tensor:
+    if x is None:
+        raise ValueError(f"this GlamorNet setting reads the {name} image, got None")
+    return x
+
+
+def _check_setting(inputs: str, attention: str, fusion: str, num_classes: int) -> None:
+    """Raise for unknown names (RuntimeError) or a setting that makes no sense (ValueError)."""
+    ATTENTIONS.get(attention)
+    FUSIONS.get(fusion)
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {', '.join(INPUTS)}; got '{inputs}'")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    problems = []
+    if inputs == "face" and attention != "none":
+        problems.append(f"set attention='none' (got '{attention}'): there is no context to attend to")
+    if inputs != "both" and fusion != "none":
+        problems.append(f"set fusion='none' (got '{fusion}'): a single branch has nothing to fuse")
+    if inputs == "both" and fusion == "none":
+        others = ", ".join(n for n in FUSIONS.names() if n != "none")
+        problems.append(f"choose a fusion of the two branches ({others}); 'none' is for single-input models")
+    if problems:
+        raise ValueError(f"GlamorNet with inputs='{inputs}': " + "; ".join(problems))

@@ -1,0 +1,54 @@
+"""Shared fixtures: a small real SynthCAER root and Hydra configs composed as the entry points do."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+from glamor_lightning.data.synth import SynthConfig, generate  # noqa: E402
+from glamor_lightning.hydra_utils import CONF_DIR  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SMALL_SYNTH = SynthConfig(per_class_train=8, per_class_val=3, per_class_test=4, seed=7)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A small SynthCAER root (7 classes × (8 train + 3 val + 4 test)), made once per session."""
+    return generate(tmp_path_factory.mktemp("synth") / "synthcaer", SMALL_SYNTH, workers=0)
+
+
+def compose_config(name: str, out: Path, overrides: list[str] = ()) -> DictConfig:
+    """Compose `conf/<name>.yaml` with overrides, with Hydra's runtime set as in a real run."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = compose(config_name=name, return_hydra_config=True, overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(out)
+        cfg.paths.output_dir = str(out)
+        cfg.paths.log_dir = str(out / "logs")
+        cfg.hydra.runtime.output_dir = str(out)
+    HydraConfig().set_config(cfg)
+    return cfg

@@ -1,0 +1,178 @@
+"""Encoders: shapes, BatchNorm settings, normalisation, registry, pretrained weights offline."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from glamor_lightning.models import ENCODERS, Encoder, OriginalEncoder, Registry, TimmEncoder, create_encoder
+from glamor_lightning.models.encoders import _load_state_dict
+
+TIMM_ALIASES = {"mobilenetv2": "mobilenetv2_100", "resnet18": "resnet18"}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No network and empty weight caches, whatever the machine has."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+def test_registry_names() -> None:
+    assert {"original", "mobilenetv2", "resnet18"} <= set(ENCODERS.names())
+    assert "original" in ENCODERS and "nope" not in ENCODERS
+
+
+def test_registry_decorator_plain_call_and_errors() -> None:
+    reg: Registry[object] = Registry("widget")
+
+    @reg.register("a")
+    def make_a(x: int = 1) -> tuple[str, int]:
+        return ("a", x)
+
+    reg.register("b", lambda: "b")
+    assert reg.create("a", x=3) == ("a", 3) and reg.create("b") == "b"
+    assert reg.names() == ["a", "b"] and len(reg) == 2
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a", make_a)
+    with pytest.raises(RuntimeError, match=r"Unknown widget 'c'; known: a, b"):
+        reg.create("c")
+
+
+@pytest.mark.parametrize(("size", "side"), [(96, 6), (112, 7)])
+def test_original_shapes(size: int, side: int) -> None:
+    enc = create_encoder("original")
+    assert isinstance(enc, OriginalEncoder) and enc.out_channels == 256
+    assert enc(torch.rand(2, 3, size, size)).shape == (2, 256, side, side)
+
+
+def test_original_layers_match_keras_model() -> None:
+    enc = create_encoder("original")
+    convs = [m for m in enc.modules() if isinstance(m, nn.Conv2d)]
+    bns = [m for m in enc.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128, 256, 256]
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) and c.bias is not None for c in convs)
+    assert len(bns) == 5 and all(b.eps == 1e-3 and b.momentum == 0.01 for b in bns)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in enc.modules()) == 4
+    assert isinstance(list(enc.body)[-1], nn.ReLU)  # no pooling after block 5
+
+
+def test_original_uses_no_normalisation() -> None:
+    enc = create_encoder("original")
+    assert enc.mean.shape == enc.std.shape == (1, 3, 1, 1)
+    assert torch.equal(enc.mean, torch.zeros(1, 3, 1, 1)) and torch.equal(enc.std, torch.ones(1, 3, 1, 1))
+    assert "mean" not in enc.state_dict() and "std" not in enc.state_dict()
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet18"])
+def test_timm_shapes_follow_feature_info(name: str) -> None:
+    enc = create_encoder(name)
+    ref = timm.create_model(TIMM_ALIASES[name], features_only=True)
+    assert isinstance(enc, TimmEncoder) and enc.model_name == TIMM_ALIASES[name]
+    assert enc.out_channels == ref.feature_info.channels()[-1]
+    reduction = ref.feature_info.reduction()[-1]
+    for size in (96, 112):
+        side = math.ceil(size / reduction)
+        assert enc(torch.rand(2, 3, size, size)).shape == (2, enc.out_channels, side, side)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet18"])
+def test_timm_normalisation_is_pretrained_cfg_and_applied(name: str) -> None:
+    enc = create_encoder(name).eval()
+    cfg = timm.create_model(TIMM_ALIASES[name]).pretrained_cfg
+    assert torch.allclose(enc.mean.flatten(), torch.tensor(cfg["mean"]))
+    assert torch.allclose(enc.std.flatten(), torch.tensor(cfg["std"]))
+    x = torch.rand(1, 3, 64, 64)
+    expected = enc.model((x - enc.mean) / enc.std)[-1]
+    assert torch.allclose(enc(x), expected)
+
+
+def test_any_timm_model_name() -> None:
+    name = "resnet10t"
+    assert name not in ENCODERS and timm.is_model(name)
+    enc = create_encoder(name)
+    assert isinstance(enc, Encoder) and enc.out_channels == enc.model.feature_info.channels()[-1]
+    assert enc(torch.rand(1, 3, 64, 64)).shape[1] == enc.out_channels
+
+
+def test_unknown_backbone() -> None:
+    with pytest.raises(RuntimeError, match="Unknown backbone 'no_such_net'.*original.*timm"):
+        create_encoder("no_such_net")
+
+
+def test_pretrained_offline_fails_fast_naming_the_option() -> None:
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"model\.pretrained_path") as err:
+        create_encoder("resnet18", pretrained=True)
+    assert time.monotonic() - start < 5
+    assert "HF_HUB_OFFLINE" in str(err.value)
+
+
+def test_pretrained_unreachable_hub_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    from glamor_lightning.models import encoders
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(encoders, "_hub_reachable", lambda: False)
+    with pytest.raises(RuntimeError, match=r"unreachable.*model\.pretrained_path"):
+        create_encoder("resnet18", pretrained=True)
+
+
+def test_original_has_no_hub_weights() -> None:
+    with pytest.raises(RuntimeError, match=r"model\.pretrained_path"):
+        create_encoder("original", pretrained=True)
+
+
+def _assert_weights_equal(enc: TimmEncoder, sd: dict[str, torch.Tensor]) -> None:
+    got = enc.model.state_dict()
+    shared = [k for k in got if k in sd]
+    assert len(shared) == len(got)  # features_only keeps timm's names; only the head is dropped
+    assert all(torch.equal(got[k], sd[k]) for k in shared)
+
+
+def test_pretrained_path_loads_file(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    sd = timm.create_model("resnet18").state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save(sd, path)
+    enc = create_encoder("resnet18", pretrained_path=str(path))
+    _assert_weights_equal(enc, sd)
+    assert not torch.equal(create_encoder("resnet18").model.conv1.weight, sd["conv1.weight"])
+
+
+def test_pretrained_weights_from_local_hf_cache(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    hub_id = timm.models.get_pretrained_cfg("resnet18").hf_hub_id
+    repo = tmp_path / "hf" / ("models--" + hub_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    sd = {k: v.contiguous() for k, v in timm.create_model("resnet18").state_dict().items()}
+    save_file(sd, str(repo / "snapshots" / "abc123" / "model.safetensors"))
+    _assert_weights_equal(create_encoder("resnet18", pretrained=True), sd)
+
+
+def test_pretrained_path_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pth"
+    for name in ("resnet18", "original"):
+        with pytest.raises(FileNotFoundError, match="nope.pth"):
+            create_encoder(name, pretrained_path=missing)
+
+
+def test_original_pretrained_path_round_trip(tmp_path: Path) -> None:
+    src = create_encoder("original")
+    with torch.no_grad():
+        for p in src.parameters():
+            p.normal_()
+    path = tmp_path / "enc.pt"
+    torch.save({"state_dict": src.state_dict()}, path)
+    assert set(_load_state_dict(path)) == set(src.state_dict())
+    dst = create_encoder("original", pretrained_path=path)
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
