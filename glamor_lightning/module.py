@@ -13,7 +13,8 @@ from glamor_lightning.data.classes import CLASSES
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
 from glamor_lightning.schedules import make_schedule
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+# (face uint8 NHWC, context uint8 NHWC, label, row of the data root's faces.csv)
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def to_float_nchw(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -33,7 +34,8 @@ class EmotionModule(L.LightningModule):
     def __init__(self, backbone: str = "original", attention: str = "gla", fusion: str = "fusion_net",
                  inputs: str = "both", num_classes: int = len(CLASSES), gla_batchnorm: bool = True,
                  hidden: int = 128, dropout: float = 0.5, pretrained: bool = False,
-                 pretrained_path: str | None = None, lr: float = 0.01, momentum: float = 0.9,
+                 pretrained_path: str | None = None, bn_momentum: float | None = 0.1,
+                 lr: float = 0.01, momentum: float = 0.9,
                  weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "cosine",
                  lr_milestones: Sequence[int] = (25, 40), lr_gamma: float = 0.1, min_lr: float = 0.0,
                  warmup_epochs: int = 0, channels_last: bool = False,
@@ -44,7 +46,8 @@ class EmotionModule(L.LightningModule):
         self.save_hyperparameters()
         self.net = GlamorNet(backbone=backbone, attention=attention, fusion=fusion, inputs=inputs,
                              num_classes=num_classes, gla_batchnorm=gla_batchnorm, hidden=hidden,
-                             dropout=dropout, pretrained=pretrained, pretrained_path=pretrained_path)
+                             dropout=dropout, pretrained=pretrained, pretrained_path=pretrained_path,
+                             bn_momentum=bn_momentum)
         self.class_names = list(class_names)
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         acc = lambda avg: MulticlassAccuracy(num_classes=num_classes, average=avg)  # noqa: E731
@@ -61,7 +64,7 @@ class EmotionModule(L.LightningModule):
         return self.net(to_float_nchw(face, cl), to_float_nchw(context, cl))
 
     def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, GlamorOutput]:
-        face, context, target = batch
+        face, context, target = batch[:3]
         out = self(face, context)
         loss = F.cross_entropy(out.logits.float(), target)
         return loss, out.logits.argmax(dim=1), target, out
@@ -88,14 +91,17 @@ class EmotionModule(L.LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=False, prog_bar=True)
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        loss, preds, target, _ = self._step(batch)
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Returns the batch's predictions for callbacks (reports, attention maps)."""
+        loss, preds, target, out = self._step(batch)
         self.test_loss(loss, weight=len(target))
         self.test_acc(preds, target)
         self.test_class_acc.update(preds, target)
         self.test_confusion.update(preds, target)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return {"row": batch[3], "target": target, "pred": preds, "probs": out.logits.float().softmax(1),
+                "attention": out.attention.float()}
 
     def on_test_epoch_end(self) -> None:
         per_class = self.test_class_acc.compute()

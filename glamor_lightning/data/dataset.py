@@ -10,11 +10,11 @@ from torch.utils.data import Dataset
 from glamor_lightning.data.cache import PackedCache
 from glamor_lightning.data.transforms import PairTransform
 
-Sample = tuple[torch.Tensor, torch.Tensor, int]
+Sample = tuple[torch.Tensor, torch.Tensor, int, int]  # face, context, label, row in faces.csv
 
 
 class PackedDataset(Dataset[Sample]):
-    """Rows `indices` of a cache, augmented by `transform`.
+    """Rows `indices` of a cache, augmented by `transform`; samples carry their faces.csv row.
 
     Tensors stay uint8 and HWC: the batch is 4× smaller than float, and the LightningModule turns it
     into float NCHW (a free permute that is channels-last in memory).
@@ -33,7 +33,7 @@ class PackedDataset(Dataset[Sample]):
         face, context = self.transform(self.cache.faces[row], self.cache.contexts[row], row, epoch)
         return (torch.from_numpy(np.array(face)),  # a copy: the cache is read-only
                 torch.from_numpy(np.array(context)),
-                int(self.cache.labels[row]))
+                int(self.cache.labels[row]), row)
 
     @property
     def labels(self) -> np.ndarray:

@@ -74,13 +74,14 @@ class GlamorNet(nn.Module):
         dropout: float = 0.5,
         pretrained: bool = False,
         pretrained_path: str | os.PathLike[str] | None = None,
+        bn_momentum: float | None = None,
     ) -> None:
         super().__init__()
         _check_setting(inputs, attention, fusion, num_classes)
         self.inputs = inputs
         self.config = dict(
             backbone=backbone, attention=attention, fusion=fusion, inputs=inputs, num_classes=num_classes,
-            gla_batchnorm=gla_batchnorm, hidden=hidden, dropout=dropout,
+            gla_batchnorm=gla_batchnorm, hidden=hidden, dropout=dropout, bn_momentum=bn_momentum,
         )  # fmt: skip
         has_context = inputs != "face"
         has_face = not has_context or inputs == "both" or attention == "gla"
@@ -105,6 +106,8 @@ class GlamorNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
+        if bn_momentum is not None:
+            set_bn_momentum(self, bn_momentum)
 
     @property
     def masks_face(self) -> bool:
@@ -164,3 +167,14 @@ def _check_setting(inputs: str, attention: str, fusion: str, num_classes: int) -
         problems.append(f"choose a fusion of the two branches ({others}); 'none' is for single-input models")
     if problems:
         raise ValueError(f"GlamorNet with inputs='{inputs}': " + "; ".join(problems))
+
+
+def set_bn_momentum(module: nn.Module, momentum: float) -> None:
+    """Set the running-statistics momentum of every BatchNorm in `module` (PyTorch convention).
+
+    The authors' Keras value (0.01 here) suits their ~17k steps per epoch; on a few thousand images
+    the running statistics lag far behind the weights and evaluation collapses, so our configs use 0.1.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum

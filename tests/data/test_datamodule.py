@@ -28,7 +28,7 @@ def test_batches_have_the_paper_shapes(synth_root):
     dm = make_dm(synth_root)
     assert {k: len(v) for k, v in dm.indices.items()} == {"train": 56, "val": 21, "test": 28}
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
-        face, context, label = next(iter(loader))
+        face, context, label, row = next(iter(loader))
         assert face.dtype == context.dtype == torch.uint8
         assert face.shape == (4, 96, 96, 3) and context.shape == (4, 112, 112, 3)
         assert label.dtype == torch.int64 and 0 <= label.min() and label.max() < len(CLASSES)
