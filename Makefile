@@ -9,7 +9,6 @@ DATA ?=
 ARGS ?=
 CKPT ?=
 SYNTH := data/synthcaer
-export HF_HUB_OFFLINE ?= 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .DEFAULT_GOAL := help
@@ -38,11 +37,30 @@ eval: $(STAMP) ## test a checkpoint: make eval CKPT=path [DATA=root] [ARGS=...]
 	$(PY) -m glamor_lightning.eval ckpt_path=$(abspath $(CKPT)) $(if $(DATA),data.root=$(abspath $(DATA))) $(ARGS)
 
 test: $(STAMP) ## run the tests (not the slow ones)
-	$(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 test-full: $(STAMP) ## run every test, slow ones included
-	$(PY) -m pytest -q -m "not gpu"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not gpu"
 
 clean: ## remove logs and caches (keeps .venv and data)
 	rm -rf logs .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# --- paper experiments (docs/experiments.md) ---
+SWEEP ?=
+TABLE ?= 4
+SEEDS ?= 0 1 2
+.PHONY: sweep ablation params
+
+sweep: $(STAMP) ## create a W&B sweep, print its agent command: make sweep SWEEP=sweeps/table4.yaml (needs `wandb login`)
+	@test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=sweeps/<file>.yaml, one of: $$(echo sweeps/*.yaml)"; exit 2; }
+	$(PY) -m glamor_lightning.analysis.sweeps create $(SWEEP)
+
+ablation: $(STAMP) $(if $(DATA),,$(SYNTH)/faces.csv) ## run a paper table locally (Hydra multirun, CSV logs): make ablation TABLE=4|6|7 [DATA=root] [SEEDS="0 1 2"] [ARGS=...] -> results/table<N>.md
+	$(PY) -m glamor_lightning.analysis.ablation run --table $(TABLE) --seeds $(SEEDS) $(if $(DATA),--data $(abspath $(DATA))) $(if $(ARGS),-- $(ARGS))
+
+params: $(STAMP) ## parameter counts per backbone x attention x fusion (markdown)
+	$(VENV)/bin/glamor params
+
+bench: $(STAMP) ## measure training/data/detection speed: table + benchmarks/results/latest.json [BENCH_ARGS="--quick|--only data|--device cuda ..."]
+	$(PY) -m benchmarks.run $(BENCH_ARGS)

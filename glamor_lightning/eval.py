@@ -12,8 +12,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from glamor_lightning.hydra_utils import CONF_DIR, format_metrics, loggers
-from glamor_lightning.module import EmotionModule
+from glamor_lightning.checkpoints import load_module
+from glamor_lightning.hydra_utils import CONF_DIR, callbacks, format_metrics, loggers
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise FileNotFoundError(f"Checkpoint {ckpt} does not exist")
-    model = EmotionModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    model = load_module(ckpt, map_location="cpu", eval_mode=False)  # weights only; clear errors
     datamodule = instantiate(cfg.data)
     if getattr(datamodule, "mask_face", False) is None:
         datamodule.mask_face = model.net.masks_face
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers(cfg), callbacks=[])
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers(cfg), callbacks=callbacks(cfg))
     trainer.test(model, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:

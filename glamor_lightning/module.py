@@ -6,7 +6,7 @@ from typing import Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from glamor_lightning.data.classes import CLASSES
@@ -15,6 +15,9 @@ from glamor_lightning.schedules import make_schedule
 
 # (face uint8 NHWC, context uint8 NHWC, label, row of the data root's faces.csv)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+#: The losses a training step can count: the fused head's and the auxiliary heads' cross-entropies.
+LOSSES = ("fused", "face", "context")
 
 
 def to_float_nchw(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -28,7 +31,19 @@ class EmotionModule(L.LightningModule):
 
     Every argument is a plain value and is saved as a hyper-parameter, so
     `EmotionModule.load_from_checkpoint(path)` rebuilds the model with no config at hand.
-    Optimiser: SGD with momentum; schedule by name (see `schedules.make_schedule`).
+    Optimiser: SGD with momentum, one parameter group per top-level part of the net (named
+    `face_encoder`, `context_encoder`, `attention`, `fusion`, `classifier`, `face_head`,
+    `context_head`), so that `callbacks.stages.StageScheduler` can freeze and re-open parts;
+    schedule by name (see `schedules.make_schedule`).
+
+    `aux_heads`: auxiliary face-only and context-only heads (`GlamorNet(aux_heads=True)`) for staged
+    training, added where the model has both branches (inputs='both'): a single-branch model's one
+    head already is its branch's, so it gets none. The training loss is
+    `sum(loss_weights[k] * CE_k)` over the heads k in `LOSSES` that exist; `loss_weights` is
+    `{"fused": 1}` unless a stage scheduler sets it. Heads whose weight is 0 still enter the sum
+    (times 0) so that every parameter is in every step's graph, which DDP requires.
+    `compile`: False, True (inductor) or a `torch.compile` backend name (`aot_eager`, `eager`, ...);
+    the net is compiled in place in `configure_model`, so checkpoint keys do not change.
     """
 
     def __init__(self, backbone: str = "original", attention: str = "gla", fusion: str = "fusion_net",
@@ -38,8 +53,8 @@ class EmotionModule(L.LightningModule):
                  lr: float = 0.01, momentum: float = 0.9,
                  weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "cosine",
                  lr_milestones: Sequence[int] = (25, 40), lr_gamma: float = 0.1, min_lr: float = 0.0,
-                 warmup_epochs: int = 0, channels_last: bool = False,
-                 class_names: Sequence[str] = CLASSES) -> None:
+                 warmup_epochs: int = 0, channels_last: bool = False, compile: bool | str = False,
+                 aux_heads: bool = False, class_names: Sequence[str] = CLASSES) -> None:
         super().__init__()
         # plain tuples, not Hydra's ListConfig: checkpoints stay loadable with weights_only=True
         lr_milestones, class_names = tuple(int(m) for m in lr_milestones), tuple(map(str, class_names))
@@ -47,14 +62,28 @@ class EmotionModule(L.LightningModule):
         self.net = GlamorNet(backbone=backbone, attention=attention, fusion=fusion, inputs=inputs,
                              num_classes=num_classes, gla_batchnorm=gla_batchnorm, hidden=hidden,
                              dropout=dropout, pretrained=pretrained, pretrained_path=pretrained_path,
-                             bn_momentum=bn_momentum)
+                             bn_momentum=bn_momentum,
+                             aux_heads=bool(aux_heads) and inputs == "both")
         self.class_names = list(class_names)
+        #: weight of each head's loss in the training loss (see the class docstring)
+        self.loss_weights: dict[str, float] = {"fused": 1.0}
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         acc = lambda avg: MulticlassAccuracy(num_classes=num_classes, average=avg)  # noqa: E731
         self.train_acc, self.val_acc, self.test_acc = acc("micro"), acc("micro"), acc("micro")
+        self.val_acc_face, self.val_acc_context = acc("micro"), acc("micro")  # auxiliary heads
         self.test_class_acc = acc("none")
         self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
+        self.test_n = SumMetric()  # samples tested: under DDP every sample must count once
         self.val_acc_best = MaxMetric()
+        # mean fusion weights (w_face, w_context) per epoch: a collapse to 0 or 1 shows here
+        self.train_w_face, self.train_w_context = MeanMetric(), MeanMetric()
+        self.val_w_face, self.val_w_context = MeanMetric(), MeanMetric()
+        # metrics that span a training epoch (or the run) are saved in checkpoints, so that a run
+        # resumed mid-epoch logs what the uninterrupted run logs
+        for metric in (self.train_loss, self.train_acc, self.train_w_face, self.train_w_context,
+                       self.val_acc_best):
+            metric.persistent(True)
+        self._compiled = False
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -63,31 +92,72 @@ class EmotionModule(L.LightningModule):
         cl = self.hparams.channels_last
         return self.net(to_float_nchw(face, cl), to_float_nchw(context, cl))
 
+    def configure_model(self) -> None:
+        """Compile the net in place when `compile` asks for it (once; Lightning calls this per fit/test)."""
+        option = self.hparams.get("compile", False)
+        if option and not self._compiled:
+            self.net.compile(backend="inductor" if option is True else str(option))
+            self._compiled = True
+
     def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, GlamorOutput]:
         face, context, target = batch[:3]
         out = self(face, context)
         loss = F.cross_entropy(out.logits.float(), target)
         return loss, out.logits.argmax(dim=1), target, out
 
+    @staticmethod
+    def head_losses(out: GlamorOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy of every head the model has: `fused`, and `face` / `context` (auxiliary)."""
+        losses = {"fused": F.cross_entropy(out.logits.float(), target)}
+        if out.face_logits is not None:
+            losses["face"] = F.cross_entropy(out.face_logits.float(), target)
+        if out.context_logits is not None:
+            losses["context"] = F.cross_entropy(out.context_logits.float(), target)
+        return losses
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss, preds, target, _ = self._step(batch)
+        face, context, target = batch[:3]
+        out = self(face, context)
+        losses = self.head_losses(out, target)
+        unknown = set(self.loss_weights) - set(losses)
+        if unknown:
+            raise ValueError(f"loss_weights name {sorted(unknown)}, which this model lacks; it has "
+                             f"{sorted(losses)} (auxiliary heads need aux_heads=true)")
+        # every head enters the sum, weight 0 included: DDP needs each parameter in each step's graph
+        loss = torch.stack([self.loss_weights.get(k, 0.0) * v for k, v in losses.items()]).sum()
         self.train_loss(loss)
-        self.train_acc(preds, target)
+        self.train_acc(out.logits.argmax(dim=1), target)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        if out.fusion_weights is not None:
+            w = out.fusion_weights.detach().float()
+            self.train_w_face(w[:, 0])
+            self.train_w_context(w[:, 1])
+            self.log("train/w_face", self.train_w_face, on_step=False, on_epoch=True)
+            self.log("train/w_context", self.train_w_context, on_step=False, on_epoch=True)
         return loss
 
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check must not count as a best
-
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        loss, preds, target, _ = self._step(batch)
+        loss, preds, target, out = self._step(batch)
         self.val_loss(loss, weight=len(target))
         self.val_acc(preds, target)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        if out.face_logits is not None:
+            self.val_acc_face(out.face_logits.argmax(dim=1), target)
+            self.val_acc_context(out.context_logits.argmax(dim=1), target)
+            self.log("val/acc_face", self.val_acc_face, on_step=False, on_epoch=True)
+            self.log("val/acc_context", self.val_acc_context, on_step=False, on_epoch=True)
+        if out.fusion_weights is not None:
+            w = out.fusion_weights.float()
+            self.val_w_face(w[:, 0])
+            self.val_w_context(w[:, 1])
+            self.log("val/w_face", self.val_w_face, on_step=False, on_epoch=True)
+            self.log("val/w_context", self.val_w_context, on_step=False, on_epoch=True)
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # the sanity check must not count as a best
+            return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=False, prog_bar=True)
 
@@ -98,7 +168,9 @@ class EmotionModule(L.LightningModule):
         self.test_acc(preds, target)
         self.test_class_acc.update(preds, target)
         self.test_confusion.update(preds, target)
+        self.test_n.update(torch.tensor(float(len(target)), device=target.device))
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/n", self.test_n, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True, prog_bar=True)
         return {"row": batch[3], "target": target, "pred": preds, "probs": out.logits.float().softmax(1),
                 "attention": out.attention.float()}
@@ -111,10 +183,22 @@ class EmotionModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum,
+        optimizer = torch.optim.SGD(self.param_groups(), lr=hp.lr, momentum=hp.momentum,
                                     weight_decay=hp.weight_decay, nesterov=hp.nesterov)
         max_epochs = self.trainer.max_epochs if self._trainer is not None and self.trainer.max_epochs else 1
         scheduler = make_schedule(optimizer, hp.lr_schedule, hp.lr, max(1, max_epochs), hp.lr_milestones,
                                   hp.lr_gamma, hp.min_lr, hp.warmup_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def param_groups(self) -> list[dict]:
+        """One optimiser parameter group per top-level part of the net, named after it."""
+        groups = []
+        for name, child in self.net.named_children():
+            params = [p for p in child.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "name": name})
+        grouped = {id(p) for g in groups for p in g["params"]}
+        missed = [n for n, p in self.named_parameters() if p.requires_grad and id(p) not in grouped]
+        if missed:
+            raise RuntimeError(f"parameters outside the net's parts would not be trained: {missed}")
+        return groups

@@ -12,6 +12,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -77,15 +78,13 @@ def _render(args: tuple[str, tuple | None, CacheSpec]) -> tuple[np.ndarray, np.n
             masked_context(image, box, (spec.context_h, spec.context_w), mask=spec.mask_face))
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)
-
-
 def build_cache(root: Path, rows: Sequence[FaceRow], spec: CacheSpec, dest: Path,
                 workers: int = 0, progress: bool = True) -> Path:
     """Render all rows into a new cache folder `dest` (atomically: temp folder, then rename)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    remove_stale_partials(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{_HOST}-{os.getpid()}.", suffix=".partial",
+                                dir=dest.parent))
     try:
         n, s, (h, w) = len(rows), spec.face_size, (spec.context_h, spec.context_w)
         faces = np.lib.format.open_memmap(tmp / "faces.npy", "w+", np.uint8, (n, s, s, 3))
@@ -123,6 +122,36 @@ def build_cache(root: Path, rows: Sequence[FaceRow], spec: CacheSpec, dest: Path
     return dest
 
 
+_HOST = socket.gethostname().replace("/", "_")
+
+
+def remove_stale_partials(dest: Path) -> list[Path]:
+    """Delete the temporary folders of builds of `dest` killed mid-way (SIGKILL, power loss).
+
+    A build's temporary folder is named `.<dest>.<host>-<pid>.<random>.partial`; it is stale when that
+    process no longer runs on this host. Folders of other hosts (a shared file system) are left alone.
+    """
+    removed = []
+    for tmp in dest.parent.glob(f".{dest.name}.*.partial"):
+        owner = tmp.name[len(dest.name) + 2:-len(".partial")].rsplit(".", 1)[0]
+        host, _, pid = owner.rpartition("-")
+        if host != _HOST or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _pool:
     """A worker pool when workers > 0, else nothing (serial map)."""
 
@@ -131,7 +160,14 @@ class _pool:
 
     def __enter__(self):
         if self.workers > 0:
-            self.pool = mp.get_context("fork").Pool(self.workers, initializer=_init_worker)
+            # Workers use one OpenCV thread each. They inherit that setting from this process: calling
+            # cv2.setNumThreads in a forked worker can hang for ever on the copied thread pool's locks.
+            threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+            try:
+                self.pool = mp.get_context("fork").Pool(self.workers)
+            finally:
+                cv2.setNumThreads(threads)
         return self.pool
 
     def __exit__(self, *exc) -> None:

@@ -10,14 +10,17 @@ from torch.utils.data import DataLoader
 
 from glamor_lightning.data.cache import CacheSpec, PackedCache, ensure_cache
 from glamor_lightning.data.dataset import PackedDataset
+from glamor_lightning.data.device_augment import DeviceAugment, PassThrough
 from glamor_lightning.data.geometry import CONTEXT_SIZE, CROP_SIZE, FACE_SIZE
 from glamor_lightning.data.index import INDEX_NAME, FaceRow, read_index
+from glamor_lightning.data.resumable import ResumableDataLoader
 from glamor_lightning.data.sampler import EpochSampler
 from glamor_lightning.data.splits import check_folders, split_indices
-from glamor_lightning.data.transforms import PairTransform
+from glamor_lightning.data.transforms import AUGMENT_BACKENDS, make_pair_transform
 
 log = logging.getLogger(__name__)
 NO_FACE_POLICIES = ("whole_image", "drop")
+AUGMENT_ON = ("cpu", "device")
 
 
 class EmotionDataModule(L.LightningDataModule):
@@ -27,6 +30,13 @@ class EmotionDataModule(L.LightningDataModule):
     takes the model's wish (`context_visible` does not mask). Rows without a face follow `no_face`:
     `whole_image` (face input = whole image, nothing masked) or `drop`; unreadable images are skipped,
     counted and named in the log.
+
+    `augment_on`: where training augmentation runs. `cpu` (default): per sample in the loader
+    (`transforms.PairTransform`; `augment_backend=albumentations` for the albumentations version). `device`: the training loader yields the cached
+    arrays as they are (face 96×96, the full 128×171 context) and `on_after_batch_transfer` augments
+    each training batch where it landed (the GPU), with `device_augment.DeviceAugment`: the same flip,
+    rotation and random crop, seeded from (seed, epoch, batch, rank). Validation and test batches are
+    centre-cropped on the CPU in both cases.
     """
 
     def __init__(self, root: str, batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False,
@@ -35,11 +45,16 @@ class EmotionDataModule(L.LightningDataModule):
                  flip: bool = True, rotate_limit: float = 20.0, face_size: int = FACE_SIZE,
                  context_size: tuple[int, int] = CONTEXT_SIZE, crop_size: int = CROP_SIZE,
                  cache_dir: str | None = None, cache_workers: int = 2, eval_batch_size: int | None = None,
-                 persistent_workers: bool = False) -> None:
+                 persistent_workers: bool = False, augment_on: str = "cpu",
+                 augment_backend: str = "opencv") -> None:
         super().__init__()
         context_size = (int(context_size[0]), int(context_size[1]))  # plain values in checkpoints
         if no_face not in NO_FACE_POLICIES:
             raise ValueError(f"no_face={no_face!r}; expected one of {NO_FACE_POLICIES}")
+        if augment_backend not in AUGMENT_BACKENDS:
+            raise ValueError(f"augment_backend={augment_backend!r}; expected one of {AUGMENT_BACKENDS}")
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on={augment_on!r}; expected one of {AUGMENT_ON}")
         self.save_hyperparameters(logger=False)
         self.root = Path(root)
         self.mask_face = mask_face
@@ -47,6 +62,11 @@ class EmotionDataModule(L.LightningDataModule):
         self.rows: list[FaceRow] = []
         self.indices: dict[str, np.ndarray] = {}
         self.skipped: dict[str, int] = {}
+        #: the batch augmentation of the training split when augment_on='device' (else None)
+        self.device_augment = None
+        if augment_on == "device" and augment:
+            self.device_augment = DeviceAugment(crop_size=crop_size, flip=flip, rotate_limit=rotate_limit,
+                                                seed=seed)
 
     # -- data preparation -------------------------------------------------------------------------
     def _read_rows(self) -> list[FaceRow]:
@@ -107,8 +127,11 @@ class EmotionDataModule(L.LightningDataModule):
         assert self.cache is not None, "call setup() first"
         train = stage == "train"
         hp = self.hparams
-        transform = PairTransform(train=train and hp.augment, crop_size=hp.crop_size, flip=hp.flip,
-                                  rotate_limit=hp.rotate_limit, seed=hp.seed)
+        if train and self.device_augment is not None:  # augmented batch-wise after the transfer
+            return PackedDataset(self.cache, self.indices[stage], PassThrough())
+        transform = make_pair_transform(hp.get("augment_backend", "opencv"), train=train and hp.augment,
+                                        crop_size=hp.crop_size, flip=hp.flip,
+                                        rotate_limit=hp.rotate_limit, seed=hp.seed)
         return PackedDataset(self.cache, self.indices[stage], transform)
 
     def _rank_world(self) -> tuple[int, int]:
@@ -126,10 +149,12 @@ class EmotionDataModule(L.LightningDataModule):
         rank, world = self._rank_world()
         sampler = EpochSampler(len(dataset), shuffle=train, seed=hp.seed, rank=rank, world_size=world,
                                pad=train)
-        return DataLoader(dataset, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-                          sampler=sampler, num_workers=hp.num_workers, pin_memory=hp.pin_memory,
-                          drop_last=train and len(dataset) > hp.batch_size * world,
-                          persistent_workers=hp.persistent_workers and hp.num_workers > 0)
+        # the training loader resumes mid-epoch (Lightning saves its position in checkpoints)
+        loader = ResumableDataLoader if train else DataLoader
+        return loader(dataset, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+                      sampler=sampler, num_workers=hp.num_workers, pin_memory=hp.pin_memory,
+                      drop_last=train and len(dataset) > hp.batch_size * world,
+                      persistent_workers=hp.persistent_workers and hp.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -139,3 +164,22 @@ class EmotionDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+    # -- augmentation on the device -----------------------------------------------------------------
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """augment_on='device': augment training batches on the device they were moved to."""
+        trainer = self.trainer
+        if self.device_augment is None or trainer is None or not trainer.training:
+            return batch
+        # the index of this batch in the epoch (restored on a resume): the batches readied before it
+        batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return self.augment_batch(batch, trainer.current_epoch, batch_idx, trainer.global_rank)
+
+    def augment_batch(self, batch, epoch: int = 0, batch_idx: int = 0, rank: int = 0):
+        """A training batch (face, context 128×171, ...) with `device_augment` applied, seeded from
+        (seed, epoch, batch_idx, rank); the other items pass through."""
+        assert self.device_augment is not None, "augment_on='device' (and augment=True) only"
+        gen = self.device_augment.generator_for(epoch, batch_idx, rank)
+        face, context = self.device_augment(batch[0], batch[1], gen)
+        out = [face, context, *batch[2:]]
+        return tuple(out) if isinstance(batch, tuple) else out

@@ -22,6 +22,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size, self.pad = rank, world_size, pad
         self.epoch = 0
+        self._skip = 0
+
+    def skip_next(self, n: int) -> None:
+        """Start the next iteration `n` samples into this epoch's shard (a mid-epoch resume)."""
+        self._skip = max(0, int(n))
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every training epoch."""
@@ -40,7 +45,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter((self.epoch, i) for i in self.order())
+        skip, self._skip = self._skip, 0
+        return iter((self.epoch, i) for i in self.order()[skip:])
 
     def __len__(self) -> int:
         if self.pad:

@@ -21,6 +21,8 @@ class GlamorOutput(NamedTuple):
     logits: Tensor  #: [B, num_classes]
     attention: Tensor  #: [B, H, W] context attention, sums to 1 over H×W; [B, 1, 1] ones for inputs='face'
     fusion_weights: Tensor | None  #: [B, 2] (w_face, w_context) from 'fusion_net', else None
+    face_logits: Tensor | None = None  #: [B, num_classes] auxiliary face-only head (`aux_heads=True`)
+    context_logits: Tensor | None = None  #: [B, num_classes] auxiliary context-only head (`aux_heads=True`)
 
 
 class GlamorFeatures(NamedTuple):
@@ -47,6 +49,10 @@ class GlamorNet(nn.Module):
         dropout: dropout probability before the last Linear.
         pretrained: start both encoders from timm's pretrained weights.
         pretrained_path: start both encoders from this local weights file.
+        aux_heads: add auxiliary classifiers on v_f alone (`face_head`) and on v_c alone
+            (`context_head`), each shaped like the main classifier, for staged training (paper §4.2:
+            the branches are trained separately first). They are training aids: `logits` never depends
+            on them. Needs `inputs='both'`.
 
     Settings are strict, so that a hyper-parameter never names a part the model lacks (and a
     sweep never trains the same model twice under two names):
@@ -75,13 +81,20 @@ class GlamorNet(nn.Module):
         pretrained: bool = False,
         pretrained_path: str | os.PathLike[str] | None = None,
         bn_momentum: float | None = None,
+        aux_heads: bool = False,
     ) -> None:
         super().__init__()
         _check_setting(inputs, attention, fusion, num_classes)
+        if aux_heads and inputs != "both":
+            raise ValueError(
+                f"GlamorNet with inputs='{inputs}': set aux_heads=False; auxiliary face-only and context-only "
+                "heads need both branches (inputs='both')"
+            )
         self.inputs = inputs
         self.config = dict(
             backbone=backbone, attention=attention, fusion=fusion, inputs=inputs, num_classes=num_classes,
             gla_batchnorm=gla_batchnorm, hidden=hidden, dropout=dropout, bn_momentum=bn_momentum,
+            aux_heads=aux_heads,
         )  # fmt: skip
         has_context = inputs != "face"
         has_face = not has_context or inputs == "both" or attention == "gla"
@@ -100,12 +113,9 @@ class GlamorNet(nn.Module):
             else None
         )
         self.fusion = create_fusion(fusion, face_dim if self.classifies_face else 0, context_dim, hidden=hidden)
-        self.classifier = nn.Sequential(
-            nn.Linear(self.fusion.out_features, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        self.classifier = _classifier(self.fusion.out_features, hidden, dropout, num_classes)
+        self.face_head = _classifier(face_dim, hidden, dropout, num_classes) if aux_heads else None
+        self.context_head = _classifier(context_dim, hidden, dropout, num_classes) if aux_heads else None
         if bn_momentum is not None:
             set_bn_momentum(self, bn_momentum)
 
@@ -140,7 +150,24 @@ class GlamorNet(nn.Module):
         An input the setting does not use may be None."""
         v_f, v_c, attn = self.features(face, context)
         fused, weights = self.fusion(v_f if self.classifies_face else None, v_c)
-        return GlamorOutput(self.classifier(fused), attn, weights)
+        face_logits = self.face_head(v_f) if self.face_head is not None else None
+        context_logits = self.context_head(v_c) if self.context_head is not None else None
+        return GlamorOutput(self.classifier(fused), attn, weights, face_logits, context_logits)
+
+    @property
+    def has_aux_heads(self) -> bool:
+        """Whether the auxiliary face-only and context-only heads exist."""
+        return self.face_head is not None
+
+
+def _classifier(in_features: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:
+    """Linear(→hidden) → ReLU → Dropout → Linear(→classes): the classifier and the auxiliary heads."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
+    )
 
 
 def _need(x: Tensor | None, name: str) -> Tensor:

@@ -1,0 +1,228 @@
+"""Shared pieces of the benchmarks: device choice, timing (median of repeats after warm-up), the machine
+description, the training step that every throughput figure times, and the benchmark data root."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+BATCH = 32
+BACKBONES = ("original", "mobilenetv2", "resnet18")
+PRECISIONS = ("fp32", "bf16-mixed")
+FORMATS = ("nchw", "channels_last")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- settings ---------------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    """How hard to measure. `quick` is a smoke test (tests, CI): tiny, its figures mean little."""
+
+    device: torch.device
+    quick: bool = False
+    repeats: int = 5  #: timed repeats per figure (the median is reported)
+    min_repeats: int = 3  #: fewer than `repeats` only when a figure would exceed `cell_budget_s`
+    warmup: int = 2  #: untimed calls before the repeats
+    repeat_s: float = 1.0  #: a repeat runs enough steps/batches to last about this long
+    cell_budget_s: float = 15.0  #: time one figure may take (repeats are cut to `min_repeats` beyond it)
+    slow_call_s: float = 2.0  #: a warm-up call this slow is the only warm-up call
+    batch: int = BATCH
+    backbones: tuple[str, ...] = BACKBONES
+    full_workers: int = 0  #: loader workers of the full-training figures
+    data_images: int = 640  #: images the data-path loaders cycle over
+    seed: int = 0
+
+    @classmethod
+    def make(cls, device: torch.device, quick: bool = False, **over) -> "Settings":
+        base = dict(full_workers=0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
+        if quick:
+            base.update(quick=True, repeats=1, min_repeats=1, warmup=1, repeat_s=0.05, cell_budget_s=4.0,
+                        batch=4, data_images=48, backbones=("original",))
+        base.update({k: v for k, v in over.items() if v is not None})
+        return cls(device=device, **base)
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- timing -----------------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    """Items per second of each timed repeat; `median` is the figure reported."""
+
+    samples: list[float] = field(default_factory=list)
+    per_repeat: int = 0  #: calls of the timed function per repeat
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples) if self.samples else float("nan")
+
+    def to_dict(self) -> dict:
+        return {"median": self.median, "samples": [round(s, 3) for s in self.samples],
+                "calls_per_repeat": self.per_repeat}
+
+
+def calls_per_repeat(seconds_per_call: float, s: Settings, at_least: int = 1) -> int:
+    return max(at_least, min(1000, round(s.repeat_s / max(seconds_per_call, 1e-6))))
+
+
+def warm_up(fn: Callable[[], object], s: Settings) -> float:
+    """`s.warmup` untimed calls (one is enough when a call takes over `s.slow_call_s`: a slow call
+    has warmed everything up); returns the seconds of the last, which sizes the repeats."""
+    seconds = 0.0
+    for _ in range(max(1, s.warmup)):
+        sync(s.device)
+        t0 = time.perf_counter()
+        fn()
+        sync(s.device)
+        seconds = time.perf_counter() - t0
+        if seconds > s.slow_call_s:
+            break
+    return seconds
+
+
+def measure(fn: Callable[[], object], items_per_call: int, s: Settings, at_least: int = 1) -> Timing:
+    """Median items/s of `fn`: `s.warmup` untimed calls, then repeats of k calls each (k chosen so a
+    repeat lasts about `s.repeat_s`), device synchronised around every repeat."""
+    dev = s.device
+    k = calls_per_repeat(warm_up(fn, s), s, at_least)
+    timing = Timing(per_repeat=k)
+    started = time.perf_counter()
+    while len(timing.samples) < s.repeats:
+        if len(timing.samples) >= s.min_repeats and time.perf_counter() - started > s.cell_budget_s:
+            break
+        sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(k):
+            fn()
+        sync(dev)
+        timing.samples.append(k * items_per_call / (time.perf_counter() - t0))
+    return timing
+
+
+def measure_interleaved(fns: dict[str, Callable[[], object]], items_per_call: int, s: Settings,
+                        at_least: int = 1) -> dict[str, Timing]:
+    """Like `measure` for several functions whose ratio is wanted: their repeats alternate
+    (A B C A B C ...), so a change of machine load hits all of them alike."""
+    dev = s.device
+    ks: dict[str, int] = {}
+    for name, fn in fns.items():
+        ks[name] = calls_per_repeat(warm_up(fn, s), s, at_least)
+    out = {name: Timing(per_repeat=ks[name]) for name in fns}
+    started = time.perf_counter()
+    budget = s.cell_budget_s * len(fns)
+    for r in range(s.repeats):
+        if r >= s.min_repeats and time.perf_counter() - started > budget:
+            break
+        for name, fn in fns.items():
+            sync(dev)
+            t0 = time.perf_counter()
+            for _ in range(ks[name]):
+                fn()
+            sync(dev)
+            out[name].samples.append(ks[name] * items_per_call / (time.perf_counter() - t0))
+    return out
+
+
+# -- the training step ------------------------------------------------------------------------------
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+
+def make_module(backbone: str, channels_last: bool, device: torch.device):
+    from glamor_lightning.module import EmotionModule
+
+    module = EmotionModule(backbone=backbone, channels_last=channels_last, pretrained=False).to(device)
+    return module.train()
+
+
+class TrainStep:
+    """One SGD step of `EmotionModule` on a uint8 NHWC batch: forward (under autocast for
+    bf16-mixed, as Lightning's precision plugin does), cross-entropy, backward, SGD with momentum."""
+
+    def __init__(self, module, precision: str, device: torch.device) -> None:
+        self.module, self.precision, self.device = module, precision, device
+        self.optimizer = torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
+
+    def __call__(self, face: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> None:
+        with autocast(self.device, self.precision):
+            out = self.module(face, context)
+        loss = F.cross_entropy(out.logits.float(), target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+def random_batch(n: int, device: torch.device, context_hw: tuple[int, int] = (112, 112), seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    face = torch.randint(0, 256, (n, 96, 96, 3), dtype=torch.uint8, generator=g)
+    context = torch.randint(0, 256, (n, *context_hw, 3), dtype=torch.uint8, generator=g)
+    target = torch.randint(0, 7, (n,), generator=g)
+    return face.to(device), context.to(device), target.to(device)
+
+
+# -- the machine ------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> dict:
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            "device": str(device), "cuda": None}
+    try:
+        info["load_avg_1m"] = round(os.getloadavg()[0], 2)  # > cores: the figures are contended
+    except OSError:
+        pass
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        info["cuda"] = {"name": p.name, "capability": f"{p.major}.{p.minor}",
+                        "memory_gib": round(p.total_memory / 2**30, 1), "cuda": torch.version.cuda,
+                        "cudnn": torch.backends.cudnn.version()}
+    return info
+
+
+# -- data -------------------------------------------------------------------------------------------
+def bench_root(data: str | None, quick: bool) -> tuple[Path, Path | None]:
+    """The data root the data-path and full-training figures read: `data`, else the repo's
+    data/synthcaer when it exists (not in quick mode), else a small SynthCAER made in a temp dir
+    (returned second, for removal)."""
+    if data:
+        return Path(data), None
+    default = REPO / "data" / "synthcaer"
+    if not quick and (default / "faces.csv").is_file():
+        return default, None
+    from glamor_lightning.data.synth import SynthConfig, generate
+
+    tmp = Path(tempfile.mkdtemp(prefix="glamor-bench-"))
+    per = 8 if quick else 100
+    log(f"making a SynthCAER root ({per} train images per class) in {tmp}")
+    cfg = SynthConfig(per_class_train=per, per_class_val=2, per_class_test=2, seed=0)
+    return generate(tmp / "synthcaer", cfg, workers=0 if quick else 2), tmp

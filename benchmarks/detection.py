@@ -1,0 +1,98 @@
+"""Face detection throughput and prediction latency.
+
+- Detection images/s: MTCNN (`data.mtcnn.FaceDetector`, as `glamor prepare detect` runs it) on
+  same-size images of the benchmark root (SynthCAER: 320×180), one image per call versus all of them
+  in one batched call.
+- Prediction latency: `glamor_lightning.predict.Predictor.predict(image)` end to end (MTCNN, then the
+  face crops and masked contexts of every face, then one model forward for all faces) on a
+  1024×512 photo holding 1, 4 or 8 faces (256×256 tiles of skimage's astronaut on grey; the faces
+  MTCNN finds are counted and reported). Untrained weights: the cost does not depend on them. The
+  split into detection and classification (`Predictor.classify` with the boxes known) is reported
+  per backbone.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import Settings, log, make_module, measure
+from glamor_lightning.data.images import read_rgb
+from glamor_lightning.data.index import INDEX_NAME, read_index
+from glamor_lightning.data.mtcnn import FaceDetector
+
+FACE_COUNTS = (1, 4, 8)
+TILE = 256
+
+
+def root_images(root: Path, n: int) -> list[np.ndarray]:
+    """n images of the root that share the most common size."""
+    rows = read_index(root / INDEX_NAME)
+    images = [read_rgb(root / r.path) for r in rows[: max(4 * n, 32)]]
+    shapes = [im.shape for im in images]
+    common = max(set(shapes), key=shapes.count)
+    same = [im for im in images if im.shape == common][:n]
+    if len(same) < n:
+        raise RuntimeError(f"{root}: fewer than {n} images of one size")
+    return same
+
+
+def faces_photo(n_faces: int) -> np.ndarray:
+    """A 1024×512 RGB photo with `n_faces` astronaut tiles (of 8 places) on grey."""
+    from skimage.data import astronaut
+
+    tile = astronaut()[10:10 + TILE, 96:96 + TILE]  # her head and shoulders
+    photo = np.full((2 * TILE, 4 * TILE, 3), 128, np.uint8)
+    for k in range(n_faces):
+        r, c = divmod(k, 4)
+        photo[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE] = tile
+    return photo
+
+
+def _ms(t) -> float:
+    return 1000.0 / t.median
+
+
+def run(root: Path, s: Settings, predict_backbone: str = "mobilenetv2") -> dict:
+    from glamor_lightning.predict import Predictor
+
+    detector = FaceDetector(device=s.device)
+    n = 2 if s.quick else 8
+    images = root_images(root, n)
+    one = measure(lambda: [detector.detect([im]) for im in images], n, s)
+    batched = measure(lambda: detector.detect(images), n, s)
+    found = [len(d) for d in detector.detect(images)]
+    h, w = images[0].shape[:2]
+    log(f"detection {w}x{h}: batch 1 {one.median:.1f} img/s, batch {n} {batched.median:.1f} img/s")
+    out = {"image_size": [w, h], "batch": n, "batch1_ips": one, "batched_ips": batched,
+           "faces_found_per_image": found, "latency": {}, "faces_found": {}, "classify": {}, "detect": {}}
+
+    photos = {k: faces_photo(k) for k in FACE_COUNTS}
+    boxes = {}
+    for k, photo in photos.items():
+        dets = detector.detect([photo])[0]
+        boxes[k] = dets
+        out["faces_found"][str(k)] = len(dets)
+        if len(dets) != k:
+            log(f"warning: MTCNN found {len(dets)} faces in the {k}-face photo")
+        out["detect"][str(k)] = measure(lambda p=photo: detector.detect([p]), 1, s)
+    backbones = list(dict.fromkeys([predict_backbone, *s.backbones])) if not s.quick else [s.backbones[0]]
+    for backbone in backbones:
+        module = make_module(backbone, channels_last=False, device=s.device).eval()
+        predictor = Predictor(module, device=s.device, detector=detector)
+        out["classify"][backbone] = {}
+        for k, photo in photos.items():
+            b, sc = [d.box for d in boxes[k]], [d.score for d in boxes[k]]
+            if b:
+                out["classify"][backbone][str(k)] = measure(
+                    lambda p=photo, b=b, sc=sc: predictor.classify(p, b, sc), 1, s)
+            if backbone == backbones[0]:  # end to end: MTCNN dominates, the backbone hardly matters
+                out["latency"][str(k)] = measure(lambda p=photo: predictor.predict(p), 1, s)
+        del predictor, module
+    out["predict_backbone"] = backbones[0]
+    for k in FACE_COUNTS:
+        lat = out["latency"].get(str(k))
+        log(f"predict {k} face(s) ({out['faces_found'][str(k)]} found): "
+            f"{_ms(lat):.0f} ms end to end, detection {_ms(out['detect'][str(k)]):.0f} ms")
+    return out
+

@@ -1,0 +1,296 @@
+"""`make bench`: measure training, data path, detection and prediction speed; print one table; write
+benchmarks/results/latest.json (+ a dated copy and latest.md). See docs/benchmarks.md.
+
+    python -m benchmarks.run                 # everything (about 10 min on 2 CPU cores)
+    python -m benchmarks.run --quick         # a smoke test (under a minute); results/quick/
+    python -m benchmarks.run --only data,detect --backbones original
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+if __package__ in (None, ""):  # `python benchmarks/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from benchmarks.common import FORMATS, PRECISIONS, REPO, Settings, Timing, log  # noqa: E402
+
+SECTIONS = ("flops", "model", "data", "full", "detect")
+SCHEMA = 1
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (tests); figures mean little")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections of {','.join(SECTIONS)} (full needs model: added)")
+    p.add_argument("--backbones", default=None, help="comma-separated (default: original,mobilenetv2,resnet18)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 5)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 32)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--full-workers", type=int, default=None,
+                   help="loader workers of the full-training figures (default 0 on CPU, min(8, cores) on GPU)")
+    p.add_argument("--data", default=None, help="data root (default data/synthcaer, else a temp SynthCAER)")
+    p.add_argument("--predict-backbone", default="mobilenetv2", help="backbone of the end-to-end latency")
+    p.add_argument("--out", default=None,
+                   help="results folder (default benchmarks/results, benchmarks/results/quick with --quick)")
+    return p.parse_args(argv)
+
+
+# -- the results ----------------------------------------------------------------------------------
+def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapsed: float) -> dict:
+    """The JSON document (docs/benchmarks.md describes it)."""
+    today = dt.date.today().isoformat()
+    doc: dict = {"schema": SCHEMA, "date": today, "timestamp": dt.datetime.now().isoformat(timespec="seconds"),
+                 "quick": s.quick, "elapsed_s": round(elapsed, 1), "machine": machine,
+                 "settings": {"batch": s.batch, "repeats": s.repeats, "min_repeats": s.min_repeats,
+                              "warmup": s.warmup, "repeat_s": s.repeat_s, "full_workers": s.full_workers,
+                              "sections": sections, "statistic": "median of repeats after warm-up"},
+                 "backbones": {}, "raw": {}}
+    peak = raw.get("flops", {}).get("peak")
+    if peak:
+        doc["peak"] = peak
+    for b in s.backbones:
+        entry: dict = {}
+        cost = raw.get("flops", {}).get("costs", {}).get(b)
+        if cost:
+            entry.update(cost)
+        grid = raw.get("model", {}).get("grid", {}).get(b)
+        if grid:
+            entry["model_only_grid_ips"] = {k: t.median for k, t in grid.items()}
+            best = raw["model"]["best"][b]
+            entry["best"] = {"precision": best["precision"], "channels_last": best["channels_last"]}
+            entry["model_only_ips"] = grid[best["key"]].median
+            for k, t in grid.items():
+                doc["raw"][f"model_only/{b}/{k}"] = t.to_dict()
+        full = raw.get("full", {}).get(b)
+        if full:
+            ref = full["model_only"].median
+            entry["model_only_ips"] = ref  # re-measured side by side with the full figures
+            best_key = raw["model"]["best"][b]["key"]
+            entry["model_only_ips_grid_best"] = entry.get("model_only_grid_ips", {}).get(best_key)
+            entry["full_ips"] = full["full"].median
+            entry["full_ratio"] = full["full"].median / ref
+            entry["full_device_aug_ips"] = full["full_device_aug"].median
+            entry["full_device_aug_ratio"] = full["full_device_aug"].median / ref
+            for k, t in full.items():
+                doc["raw"][f"full/{b}/{k}"] = t.to_dict()
+        if peak and cost and "model_only_ips" in entry:
+            achieved = cost["train_gflops_per_image"] * entry["model_only_ips"]
+            peak_key = "bf16_gflops" if entry["best"]["precision"] == "bf16-mixed" else "fp32_gflops"
+            entry["achieved_gflops"] = achieved
+            entry["peak_gflops"] = peak[peak_key]
+            entry["utilisation_pct"] = 100.0 * achieved / peak[peak_key]
+        doc["backbones"][b] = entry
+    data = raw.get("data")
+    if data:
+        t = data["timings"]
+        by_workers = {}
+        for w, figs in t.items():
+            by_workers[w] = {f"{name}_ips": tm.median for name, tm in figs.items()}
+            by_workers[w]["cache_over_decode"] = figs["cache"].median / figs["decode"].median
+            by_workers[w]["cache_batched_over_decode"] = figs["cache_batched"].median / figs["decode"].median
+            by_workers[w]["cache_albumentations_over_decode"] = figs["cache_albumentations"].median / figs["decode"].median
+            for name, tm in figs.items():
+                doc["raw"][f"data/{name}/workers{w}"] = tm.to_dict()
+        doc["data_path"] = {"images": data["images"], "batch": s.batch, "workers": by_workers,
+                            # headline figures: the single-process loader (num_workers=0)
+                            "decode_ips": by_workers["0"]["decode_ips"], "cache_ips": by_workers["0"]["cache_ips"],
+                            "cache_batched_ips": by_workers["0"]["cache_batched_ips"],
+                            "cache_albumentations_ips": by_workers["0"]["cache_albumentations_ips"],
+                            "cache_over_decode": by_workers["0"]["cache_over_decode"]}
+    det = raw.get("detect")
+    if det:
+        lat = {k: 1000.0 / v.median for k, v in det["latency"].items()}
+        doc["detection"] = {
+            "image_size": det["image_size"], "batch": det["batch"], "batch1_ips": det["batch1_ips"].median,
+            "batched_ips": det["batched_ips"].median,
+            "batched_speedup": det["batched_ips"].median / det["batch1_ips"].median,
+            "faces_found_per_image": det["faces_found_per_image"],
+            "predict_backbone": det["predict_backbone"], "photo_size": [1024, 512],
+            "faces_found": det["faces_found"], "latency_ms": lat,
+            "detect_ms": {k: 1000.0 / v.median for k, v in det["detect"].items()},
+            "classify_ms": {b: {k: 1000.0 / v.median for k, v in d.items()} for b, d in det["classify"].items()}}
+        for name in ("batch1_ips", "batched_ips"):
+            doc["raw"][f"detect/{name}"] = det[name].to_dict()
+        for k, v in det["latency"].items():
+            doc["raw"][f"predict/latency/{k}"] = v.to_dict()
+    return doc
+
+
+def _f(x, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def table(doc: dict) -> str:
+    """The printed (markdown) table."""
+    m = doc["machine"]
+    gpu = f", GPU {m['cuda']['name']}" if m.get("cuda") else ""
+    lines = [f"# glamor-lightning benchmark, {doc['date']}{' (QUICK: smoke test only)' if doc['quick'] else ''}",
+             "",
+             f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads){gpu}; torch "
+             f"{m['torch']}; device {m['device']}; 1-min load at start {m.get('load_avg_1m', '?')}. "
+             f"Batch {doc['settings']['batch']}; each figure the median of up to {doc['settings']['repeats']} "
+             f"repeats after warm-up; {doc['elapsed_s']:.0f} s in all.", ""]
+    bbs = doc["backbones"]
+    if any("model_only_grid_ips" in e for e in bbs.values()):
+        cols = [f"{p} {'NCHW' if f == 'nchw' else 'CL'}" for p in PRECISIONS for f in FORMATS]
+        lines += ["## Model-only training (images/s: forward + backward + SGD step, uint8 batch in memory)", "",
+                  "| backbone | params | fwd GFLOPs/img | " + " | ".join(cols) + " | best |",
+                  "|---|---:|---:|" + "---:|" * len(cols) + "---|"]
+        for b, e in bbs.items():
+            g = e.get("model_only_grid_ips", {})
+            best = e.get("best", {})
+            best_name = f"{best.get('precision')}{' CL' if best.get('channels_last') else ''}"
+            lines.append(f"| {b} | {e.get('params', 0):,} | {_f(e.get('forward_gflops_per_image'), 3)} | "
+                         + " | ".join(_f(g.get(f"{p}/{f}")) for p in PRECISIONS for f in FORMATS)
+                         + f" | {best_name} |")
+        lines.append("")
+    if any("full_ips" in e for e in bbs.values()):
+        lines += ["## Full training vs model-only (best setting; repeats interleaved)", "",
+                  "| backbone | model-only img/s | full img/s | full / model-only | full, augment_on=device "
+                  "| ratio | achieved GFLOP/s | peak GFLOP/s | utilisation |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for b, e in bbs.items():
+            if "full_ips" in e:
+                lines.append(f"| {b} | {_f(e['model_only_ips'])} | {_f(e['full_ips'])} | {_f(e['full_ratio'], 2)} | "
+                             f"{_f(e['full_device_aug_ips'])} | {_f(e['full_device_aug_ratio'], 2)} | "
+                             f"{_f(e.get('achieved_gflops'))} | {_f(e.get('peak_gflops'))} | "
+                             f"{_f(e.get('utilisation_pct'))} % |")
+        lines.append("")
+    if "peak" in doc:
+        pk = doc["peak"]
+        lines += [f"Matmul peak ({pk['matmul_n']}²): fp32 {_f(pk['fp32_gflops'])} GFLOP/s, bf16 "
+                  f"{_f(pk['bf16_gflops'])} GFLOP/s (best repeat). Training FLOPs ≈ 3 × forward.", ""]
+    if "data_path" in doc:
+        d = doc["data_path"]
+        lines += [f"## Data path (images/s through a DataLoader, batch {d['batch']}, augmentation on, "
+                  f"{d['images']} images)", "",
+                  "| workers | decode PNG + crop + augment | packed cache + augment | cache / decode "
+                  "| cache + batched augment | batched / decode | cache + albumentations | albumentations / decode |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for w, f in d["workers"].items():
+            lines.append(f"| {w} | {_f(f['decode_ips'])} | {_f(f['cache_ips'])} | {_f(f['cache_over_decode'], 1)}× | "
+                         f"{_f(f['cache_batched_ips'])} | {_f(f['cache_batched_over_decode'], 1)}× | "
+                         f"{_f(f['cache_albumentations_ips'])} | {_f(f['cache_albumentations_over_decode'], 1)}× |")
+        lines.append("")
+    if "detection" in doc:
+        d = doc["detection"]
+        w, h = d["image_size"]
+        lines += ["## Face detection and prediction", "",
+                  f"MTCNN on {w}×{h} images: {_f(d['batch1_ips'])} img/s one at a time, {_f(d['batched_ips'])} img/s "
+                  f"in batches of {d['batch']} ({_f(d['batched_speedup'], 2)}×).", "",
+                  f"Prediction latency on a 1024×512 photo (`Predictor.predict`, {d['predict_backbone']}):", "",
+                  "| faces | found | end to end ms | detection ms | "
+                  + " | ".join(f"classify ms ({b})" for b in d["classify_ms"]) + " |",
+                  "|---:|---:|---:|---:|" + "---:|" * len(d["classify_ms"])]
+        for k in d["latency_ms"]:
+            lines.append(f"| {k} | {d['faces_found'][k]} | {_f(d['latency_ms'][k], 0)} | {_f(d['detect_ms'][k], 0)} | "
+                         + " | ".join(_f(c.get(k), 1) for c in d["classify_ms"].values()) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(doc: dict, text: str, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    latest = out / "latest.json"
+    tmp = out / ".latest.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=_jsonable))
+    tmp.replace(latest)
+    dated = out / f"{doc['date']}.json"
+    shutil.copyfile(latest, dated)
+    (out / "latest.md").write_text(text + "\n")
+    if doc["quick"] and out.name == "quick":  # smoke-test figures are not results to keep
+        (out / ".gitignore").write_text("*\n")
+    return [latest, dated, out / "latest.md"]
+
+
+def _jsonable(x):
+    if isinstance(x, Timing):
+        return x.to_dict()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(type(x))
+
+
+# -- the run ----------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = common.pick_device(args.device)
+    backbones = tuple(args.backbones.split(",")) if args.backbones else None
+    s = Settings.make(device, quick=args.quick, repeats=args.repeats, batch=args.batch, backbones=backbones,
+                      full_workers=args.full_workers)
+    sections = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
+    if "full" in sections and "model" not in sections:
+        sections.insert(0, "model")
+    machine = common.machine(device)
+    log(f"device {device}, {machine['cpu']} ({machine['cores']} cores), torch {machine['torch']}, "
+        f"sections {sections}{', QUICK' if s.quick else ''}")
+    started = time.perf_counter()
+    raw: dict = {}
+    root, tmp = (None, None)
+    try:
+        if {"data", "full", "detect"} & set(sections):
+            root, tmp = common.bench_root(args.data, s.quick)
+        if "flops" in sections:
+            from benchmarks import flops
+
+            raw["flops"] = flops.run(s)
+        if "model" in sections:
+            from benchmarks import model_throughput
+
+            raw["model"] = model_throughput.run(s)
+        if "data" in sections:
+            from benchmarks import data_path
+
+            raw["data"] = data_path.run(root, s)
+        if "full" in sections:
+            from benchmarks import full_training
+
+            raw["full"] = full_training.run(root, raw["model"]["best"], s)
+        if "detect" in sections:
+            from benchmarks import detection
+
+            raw["detect"] = detection.run(root, s, args.predict_backbone)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return summarise(raw, s, machine, sections, time.perf_counter() - started)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    doc = run(args)
+    text = table(doc)
+    print(text)
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / ("quick" if args.quick else "")
+    for path in write(doc, text, out):
+        log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Exact resume: per-step seeding and mid-epoch `last.ckpt` saves.
+
+A run killed mid-epoch and resumed from `last.ckpt` must end with the weights and metrics of the run that
+was never stopped. Lightning restores the weights, optimiser, schedulers, loop counters and callbacks'
+states; the rest is here and in the data module:
+
+- the data: `data.resumable.ResumableDataLoader` saves its position in the epoch in the checkpoint and
+  skips the batches already trained when Lightning resumes mid-epoch (`EpochSampler` fixes each
+  epoch's order and augmentation from the seed, so the remaining batches are the same ones);
+- the model's randomness (dropout): Lightning does not save the RNG states, and loaders, validation and
+  the resume itself draw from torch's global generator in between. `StepSeed` reseeds torch's global
+  generators before every training batch from (seed, epoch, batch index, global rank), so each step's
+  random draws depend on where the step is, not on what ran before it;
+- the metrics: the module's epoch-long metrics are part of its state dict (`EmotionModule`);
+- the checkpoint: `LastCheckpoint` writes `last.ckpt` after every epoch and every n training steps;
+- the logs: Lightning does not run `on_train_epoch_start` again for an epoch resumed mid-way, so its
+  `LearningRateMonitor` would not log that epoch's learning rates; `LearningRateMonitor` here does.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor as _LearningRateMonitor
+
+
+def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
+    """A 63-bit seed for one training step of one process."""
+    return int(np.random.SeedSequence([seed, epoch, batch_idx, rank]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class StepSeed(Callback):
+    """Reseeds torch's global generators (CPU and CUDA) before every training batch from (seed, epoch,
+    batch_idx, global_rank). `seed=None` turns it off."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.seed is not None:
+            torch.manual_seed(step_seed(int(self.seed), trainer.current_epoch, batch_idx, trainer.global_rank))
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes `last.ckpt` after every epoch (after its validation) and, with `every_n_train_steps=n`,
+    every n training steps inside an epoch as well, so a killed run loses at most n steps.
+
+    Lightning 2.6's `ModelCheckpoint(save_last=True, monitor=...)` writes `last.ckpt` only when it
+    also writes a top-k checkpoint, so `last.ckpt` stops following the run once the monitored metric
+    stops improving; this callback always writes it (the top-k one keeps `save_last: false`).
+    An epoch's last batch is left to the epoch-end save that follows its validation: Lightning (2.6)
+    cannot resume a checkpoint taken on an epoch's last batch before its validation (it would skip that
+    validation and the epoch's learning-rate step). Other arguments as `ModelCheckpoint`'s; it keeps no
+    top-k and monitors nothing. Put it after the top-k `ModelCheckpoint`, so that `last.ckpt` holds
+    that callback's updated best path and score.
+    """
+
+    def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 0, **kwargs: Any) -> None:
+        super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps or 0, every_n_epochs=0,
+                         save_top_k=0, save_last=True, monitor=None, **kwargs)
+        self.every_n_steps = int(every_n_train_steps or 0)
+
+    def _save_last(self, trainer: L.Trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if (self.every_n_steps < 1 or trainer.global_step % self.every_n_steps
+                or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+            return
+        self._save_last(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_last(trainer)  # a run stopped by max_steps mid-epoch; nothing when already saved
+
+
+class LearningRateMonitor(_LearningRateMonitor):
+    """Lightning's `LearningRateMonitor`, which also logs the epoch-start learning rates of an epoch
+    resumed mid-way (Lightning does not call `on_train_epoch_start` again for it). Put it after
+    `StageScheduler`, which sets the learning rates of the stage in force."""
+
+    def on_train_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        super().on_train_start(trainer, *args, **kwargs)
+        if self.logging_interval != "step" and getattr(trainer.fit_loop, "restarted_mid_epoch", False):
+            self.on_train_epoch_start(trainer, *args, **kwargs)

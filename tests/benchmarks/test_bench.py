@@ -1,0 +1,125 @@
+"""The benchmark suite (`make bench`): timing helpers, the JSON it writes, and quick real runs."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # `benchmarks/` is a folder of the repository, not of the package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import common, run  # noqa: E402
+from benchmarks.common import Settings, Timing  # noqa: E402
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and x > 0 and x == x
+
+
+def test_measure_takes_the_median_after_warmup():
+    s = Settings.make(torch.device("cpu"), quick=True, repeats=5, min_repeats=5, warmup=2)
+    calls = []
+    t = common.measure(lambda: calls.append(1), 10, s)
+    assert len(t.samples) == 5 and t.per_repeat >= 1
+    assert len(calls) == 2 + 5 * t.per_repeat
+    assert t.median == sorted(t.samples)[2] and _positive(t.median)
+
+
+def test_interleaved_repeats_alternate():
+    s = Settings.make(torch.device("cpu"), quick=True, repeats=3, min_repeats=3, warmup=1, repeat_s=0.0)
+    order: list[str] = []
+    out = common.measure_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 1, s)
+    assert order == ["a", "b"] + ["a", "b"] * 3  # warm-up each, then A B A B A B
+    assert set(out) == {"a", "b"} and all(len(t.samples) == 3 for t in out.values())
+
+
+def _fake_raw(backbones=("original",)) -> dict:
+    t = lambda v: Timing(samples=[v, v * 1.1, v * 0.9], per_repeat=1)  # noqa: E731
+    raw = {"flops": {"peak": {"matmul_n": 512, "fp32_gflops": 100.0, "bf16_gflops": 200.0},
+                     "costs": {b: {"params": 10, "forward_gflops_per_image": 0.5, "train_gflops_per_image": 1.5}
+                               for b in backbones}},
+           "model": {"grid": {b: {"fp32/nchw": t(10), "fp32/channels_last": t(11), "bf16-mixed/nchw": t(15),
+                                  "bf16-mixed/channels_last": t(20)} for b in backbones},
+                     "best": {b: {"precision": "bf16-mixed", "channels_last": True,
+                                  "key": "bf16-mixed/channels_last"} for b in backbones}},
+           "full": {b: {"model_only": t(20), "full": t(19), "full_device_aug": t(19.5)} for b in backbones},
+           "data": {"images": 64, "timings": {w: {"decode": t(100), "cache": t(1500), "cache_batched": t(2000),
+                                                  "cache_albumentations": t(500)}
+                                              for w in ("0", "2")}},
+           "detect": {"image_size": [320, 180], "batch": 8, "batch1_ips": t(10), "batched_ips": t(20),
+                      "faces_found_per_image": [1] * 8, "predict_backbone": backbones[0],
+                      "faces_found": {"1": 1, "4": 4, "8": 8},
+                      "latency": {k: t(5) for k in ("1", "4", "8")}, "detect": {k: t(6) for k in ("1", "4", "8")},
+                      "classify": {b: {k: t(50) for k in ("1", "4", "8")} for b in backbones}}}
+    return raw
+
+
+def test_summary_schema_table_and_files(tmp_path):
+    s = Settings.make(torch.device("cpu"), backbones=("original", "resnet18"))
+    doc = run.summarise(_fake_raw(s.backbones), s, common.machine(s.device), list(run.SECTIONS), 12.0)
+    for key in ("cpu", "cores", "torch", "device", "cuda"):
+        assert key in doc["machine"]
+    for b in ("original", "resnet18"):
+        e = doc["backbones"][b]
+        assert e["model_only_ips"] == 20 and e["full_ips"] == 19 and e["full_ratio"] == pytest.approx(0.95)
+        assert e["best"] == {"precision": "bf16-mixed", "channels_last": True}
+        assert e["achieved_gflops"] == pytest.approx(30.0) and e["utilisation_pct"] == pytest.approx(15.0)
+        assert len(e["model_only_grid_ips"]) == 4
+    assert doc["data_path"]["decode_ips"] == 100 and doc["data_path"]["cache_over_decode"] == pytest.approx(15)
+    assert doc["detection"]["latency_ms"]["8"] == pytest.approx(200.0)
+    text = run.table(doc)
+    for heading in ("Model-only training", "Full training", "Data path", "Face detection", "Matmul peak"):
+        assert heading in text
+    paths = run.write(doc, text, tmp_path)
+    assert json.loads((tmp_path / "latest.json").read_text())["backbones"]["resnet18"]["full_ips"] == 19
+    assert (tmp_path / f"{doc['date']}.json").is_file() and paths[-1].read_text().startswith("# glamor")
+
+
+def _check_required(doc: dict, backbones=("original",)) -> None:
+    """What issue 7 asks the JSON to hold."""
+    assert doc["machine"]["cpu"] and doc["machine"]["cores"] >= 1 and doc["machine"]["torch"]
+    for b in backbones:
+        e = doc["backbones"][b]
+        assert _positive(e["model_only_ips"]) and _positive(e["full_ips"]) and _positive(e["full_device_aug_ips"])
+        assert all(_positive(v) for v in e["model_only_grid_ips"].values()) and len(e["model_only_grid_ips"]) == 4
+    d = doc["data_path"]
+    assert _positive(d["decode_ips"]) and _positive(d["cache_ips"]) and set(d["workers"]) == {"0", "2"}
+
+
+def test_quick_run_in_process(tmp_path, synth_root):
+    """Model-only, full training and data path for real, tiny (the data: the session's SynthCAER)."""
+    root = tmp_path / "synthcaer"  # a copy: the benchmark writes its cache into the root
+    shutil.copytree(synth_root, root, ignore=shutil.ignore_patterns(".cache"))
+    out = tmp_path / "results"
+    assert run.main(["--quick", "--only", "data,full", "--data", str(root), "--out", str(out)]) == 0
+    doc = json.loads((out / "latest.json").read_text())
+    assert doc["quick"] is True and doc["settings"]["sections"] == ["model", "data", "full"]
+    _check_required(doc)
+
+
+@pytest.mark.slow
+def test_make_bench_quick_subprocess(tmp_path):
+    """The whole quick suite as `make bench` runs it (every section, its own temp SynthCAER)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Model-only training" in proc.stdout and "Face detection" in proc.stdout
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    _check_required(doc)
+    assert doc["backbones"]["original"]["params"] == 2_158_602
+    assert _positive(doc["backbones"]["original"]["forward_gflops_per_image"])
+    assert _positive(doc["peak"]["fp32_gflops"]) and _positive(doc["peak"]["bf16_gflops"])
+    det = doc["detection"]
+    assert _positive(det["batch1_ips"]) and _positive(det["batched_ips"])
+    assert det["faces_found"] == {"1": 1, "4": 4, "8": 8}  # MTCNN finds every tiled face
+    assert all(_positive(v) for v in det["latency_ms"].values())
+
+

@@ -1,0 +1,140 @@
+"""In-the-wild prediction: MTCNN finds every face, each gets its own masked context, outputs written."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+
+from glamor_lightning.cli import main
+from glamor_lightning.data.classes import CLASSES
+from glamor_lightning.data.datamodule import EmotionDataModule
+from glamor_lightning.data.geometry import face_crop, masked_context
+from glamor_lightning.data.mtcnn import FaceDetector
+from glamor_lightning.module import EmotionModule
+from glamor_lightning.predict import FacePrediction, Predictor, annotate
+
+#: MTCNN's box of the astronaut's face (x1, y1, x2, y2), for a sanity check of where it is
+ASTRONAUT_FACE = (181, 62, 268, 172)
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+@pytest.fixture(scope="module")
+def ckpt(synth_root, tmp_path_factory):
+    """A real checkpoint: one training step on SynthCAER, saved by the Trainer."""
+    L.seed_everything(0)
+    module = EmotionModule()
+    dm = EmotionDataModule(str(synth_root), batch_size=8, cache_workers=0)
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                        use_distributed_sampler=False)
+    trainer.fit(module, datamodule=dm)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(ckpt):
+    return Predictor.from_checkpoint(ckpt, device="cpu", threshold=0.9)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return np.ascontiguousarray(skdata.astronaut())
+
+
+def test_one_face_on_the_astronaut(predictor, astronaut):
+    faces = predictor.predict(astronaut)
+    assert len(faces) == 1
+    f = faces[0]
+    own = FaceDetector(threshold=0.9).detect([astronaut])[0]
+    assert len(own) == 1 and iou(f.box, own[0].box) > 0.99
+    assert iou(f.box, ASTRONAUT_FACE) > 0.9
+    assert f.score > 0.99 and f.label in CLASSES
+    assert set(f.probabilities) == set(CLASSES) and sum(f.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert f.probability == max(f.probabilities.values()) and f.attention is None
+
+
+def test_the_model_sees_the_face_crop_and_its_own_masked_context(predictor, astronaut):
+    box = ASTRONAUT_FACE
+    faces, contexts = predictor.model_inputs(astronaut, [box])
+    assert faces.shape == (1, 96, 96, 3) and contexts.shape == (1, 112, 112, 3)
+    assert torch.equal(faces[0], torch.from_numpy(face_crop(astronaut, box)))
+    full = masked_context(astronaut, box)  # 128 x 171, face box zeroed
+    assert torch.equal(contexts[0], torch.from_numpy(full[8:120, 29:141]))  # the data module's centre crop
+
+
+def test_several_faces_in_one_image_one_batch(predictor, astronaut, monkeypatch):
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    composite = np.concatenate([small, small, small], axis=1)  # three astronauts side by side
+    single = FaceDetector(threshold=0.9).detect([small])[0][0].box
+    batches = []
+    forward = predictor.module.forward
+    monkeypatch.setattr(predictor.module, "forward", lambda f, c: batches.append(len(f)) or forward(f, c))
+    faces = predictor.predict(composite, attention=True)
+    assert batches == [3]  # all faces of the image in one batch
+    assert len(faces) == 3
+    for k, f in enumerate(sorted(faces, key=lambda f: f.box[0])):
+        expected = (single[0] + 256 * k, single[1], single[2] + 256 * k, single[3])
+        assert iou(f.box, expected) > 0.8, (k, f.box, expected)
+        assert f.attention.shape == (7, 7) and f.attention.sum() == pytest.approx(1.0, abs=1e-5)
+    # each face was classified with its own face masked: the three contexts differ
+    _, contexts = predictor.model_inputs(composite, [f.box for f in faces])
+    assert not torch.equal(contexts[0], contexts[1]) and not torch.equal(contexts[1], contexts[2])
+
+
+def test_predict_command_writes_json_and_annotated_png(ckpt, astronaut, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    cv2.imwrite(str(inputs / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(inputs / "blank.png"), np.full((120, 160, 3), 200, np.uint8))  # no face
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "out"
+    code = main(["predict", "--ckpt", str(ckpt), str(inputs), "--out", str(out), "--device", "cpu",
+                 "--attention"])
+    captured = capsys.readouterr()
+    assert code == 1  # one file could not be read; the others were predicted
+    assert "broken.jpg" in captured.err and "2 image(s) predicted, 1 unreadable" in captured.out
+
+    record = json.loads((out / "astronaut.json").read_text())
+    assert record["width"] == 512 and record["height"] == 512 and len(record["faces"]) == 1
+    face = record["faces"][0]
+    assert set(face) >= {"box", "score", "label", "probability", "probabilities"}
+    assert iou(face["box"], ASTRONAUT_FACE) > 0.9 and face["label"] in CLASSES
+    annotated = cv2.imread(str(out / "astronaut.png"))
+    assert annotated.shape == (512, 512, 3)
+    x1, y1 = (int(round(v)) for v in face["box"][:2])
+    assert not np.array_equal(annotated[y1, x1 + 5], cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)[y1, x1 + 5])
+    assert (out / face["attention_figure"]).is_file()
+    assert cv2.imread(str(out / "astronaut_face0_attention.png")).shape == (112, 112, 3)
+
+    blank = json.loads((out / "blank.json").read_text())
+    assert blank["faces"] == [] and "no face" in blank["message"]
+    broken = json.loads((out / "broken.json").read_text())
+    assert "broken.jpg" in broken["error"] and broken["faces"] == []
+
+
+def test_annotate_draws_boxes_without_touching_the_input():
+    image = np.zeros((100, 200, 3), np.uint8)
+    pred = FacePrediction((20, 30, 60, 80), 0.99, "Happy", 0.8, {c: 1 / 7 for c in CLASSES})
+    out = annotate(image, [pred])
+    assert out.shape == image.shape and image.max() == 0 and out[55, 20].any()
+
+
+def test_bad_inputs_are_clear_errors(predictor):
+    with pytest.raises(ValueError, match="uint8"):
+        predictor.predict(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="HxWx3"):
+        predictor.predict(np.zeros((10, 10, 5), np.uint8))

@@ -1,0 +1,92 @@
+"""Shared by tests/training: fast overrides, a subprocess runner, metrics.csv reading, a self-kill callback."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+
+from glamor_lightning.hydra_utils import callbacks
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: a short, quiet run on the tiny SynthCAER root (7 × 8 train images: 7 steps of 8 per epoch)
+FAST = ["model.backbone=original", "trainer.accelerator=cpu", "logger=csv", "data.cache_workers=0",
+        "data.batch_size=8", "trainer.log_every_n_steps=1", "callbacks.rich_progress_bar=null",
+        "callbacks.model_summary=null", "trainer.precision=32-true",
+        "model.lr_schedule=constant"]
+#: staged training, one epoch per stage: branches (epoch 0), fusion (1), joint (2)
+ONE_EPOCH_STAGES = ["callbacks=staged", "callbacks.stages.stages.0.start=0", "callbacks.stages.stages.1.start=1",
+                    "callbacks.stages.stages.2.start=2"]
+
+
+def fit(cfg, extra_callbacks: list[Callback] = (), ckpt_path=None) -> L.Trainer:
+    """`trainer.fit` as `glamor_lightning.train` does it, with extra callbacks (after the config's)."""
+    L.seed_everything(cfg.seed, workers=True)
+    trainer = instantiate(cfg.trainer, callbacks=[*callbacks(cfg), *extra_callbacks],
+                          logger=[instantiate(cfg.logger.csv)])
+    datamodule = instantiate(cfg.data)
+    trainer.fit(instantiate(cfg.model), datamodule=datamodule, ckpt_path=ckpt_path)
+    return trainer
+
+
+def start_module(module: str, overrides: list[str], out: Path, threads: int | None = None) -> subprocess.Popen:
+    """Start `python -m module overrides hydra.run.dir=out` in a fresh process (tests/training importable),
+    with `threads` CPU threads (default: this process's, for bit-equal CPU results)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", NO_ALBUMENTATIONS_UPDATE="1",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(REPO)]),
+               OMP_NUM_THREADS=str(threads or torch.get_num_threads()))
+    return subprocess.Popen([sys.executable, "-m", module, *overrides, f"hydra.run.dir={out}"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    """Wait for a `start_module` process; with `check`, fail on a non-zero exit, showing its output."""
+    stdout, stderr = proc.communicate(timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{proc.args} exited {proc.returncode}:\n{stdout[-3000:]}\n{stderr[-6000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def run_module(module: str, overrides: list[str], out: Path, timeout: float = 300, check: bool = True,
+               threads: int | None = None) -> subprocess.CompletedProcess:
+    """`start_module` and `finish`."""
+    return finish(start_module(module, overrides, out, threads), timeout, check)
+
+
+def read_metrics(out: Path) -> list[dict[str, float]]:
+    """Rows of `out/csv/metrics.csv`, empty cells left out, values as floats."""
+    with open(out / "csv" / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def epoch_rows(rows: list[dict[str, float]], key: str = "val/acc") -> dict[int, dict[str, float]]:
+    """Per epoch, every epoch-level value logged (the rows that have `epoch` and no `step`-only keys)."""
+    merged: dict[int, dict[str, float]] = {}
+    for row in rows:
+        if "epoch" in row and not any(k.endswith("_step") for k in row) and "test/acc" not in row:
+            merged.setdefault(int(row["epoch"]), {}).update({k: v for k, v in row.items() if k != "step"})
+    return merged
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+class KillAt(Callback):
+    """SIGKILLs its own process before training step `step` (no clean-up, no checkpoint: a crash)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
