@@ -102,6 +102,17 @@ class CountingDetector:
         return [[Detection((1.0, 2.0, 21.0, 22.0), 0.99)] for _ in images]
 
 
+class Counted:
+    """The real detector, counting the images it is given."""
+
+    def __init__(self, real):
+        self.real, self.seen = real, 0
+
+    def detect(self, images):
+        self.seen += len(images)
+        return self.real.detect(images)
+
+
 def _tree(root: Path, n: int, sizes=((32, 32),)) -> list[str]:
     paths = []
     for i in range(n):
@@ -172,9 +183,7 @@ def test_killed_detection_resumes_without_losing_or_redoing_rows(tmp_path):
     assert 4 <= len(saved) < 12 and all(r.source == "mtcnn" for r in saved)
     # mark the saved rows, to see that the rerun keeps them rather than detecting them again
     write_index(index, [r.__class__(r.split, r.path, r.label, r.box, 0.5, r.source) for r in saved])
-    counter = CountingDetector()
-    counter.detect = lambda images, real=detector(): (setattr(counter, "seen", counter.seen + len(images))
-                                                     or real.detect(images))
+    counter = Counted(detector())
     summary = detect_root(root, detector=counter, batch_size=4, progress=False)
     rows = read_index(index)
     assert sorted(r.path for r in rows) == sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
