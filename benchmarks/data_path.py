@@ -105,4 +105,5 @@ def run(root: Path, s: Settings) -> dict:
             t = _loader_timing(dataset, workers, s, batch_augment)
             out[str(workers)][name] = t
             log(f"data path {name:13s} workers {workers}: {t.median:8.1f} img/s")
-    return {"timings": out, "images": int(len(idx))}
+    size = read_rgb(root / rows[int(idx[0])].path).shape[1::-1] if len(idx) else None
+    return {"timings": out, "images": int(len(idx)), "image_size": list(size) if size else None}

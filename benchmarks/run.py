@@ -55,6 +55,20 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 # -- the results ----------------------------------------------------------------------------------
+def _data_path(data: dict, s: Settings, raw: dict, prefix: str) -> dict:
+    """Images/s and ratios per loader worker count; headline figures are num_workers=0."""
+    by_workers = {}
+    for w, figs in data["timings"].items():
+        by_workers[w] = {f"{name}_ips": tm.median for name, tm in figs.items()}
+        for name in ("cache", "cache_batched", "cache_albumentations"):
+            by_workers[w][f"{name}_over_decode"] = figs[name].median / figs["decode"].median
+        for name, tm in figs.items():
+            raw[f"{prefix}/{name}/workers{w}"] = tm.to_dict()
+    return {"images": data["images"], "image_size": data.get("image_size"), "batch": s.batch,
+            "workers": by_workers, **{k: by_workers["0"][k] for k in (
+                "decode_ips", "cache_ips", "cache_batched_ips", "cache_albumentations_ips", "cache_over_decode")}}
+
+
 def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapsed: float) -> dict:
     """The JSON document (docs/benchmarks.md describes it)."""
     today = dt.date.today().isoformat()
@@ -99,23 +113,9 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
             entry["peak_gflops"] = peak[peak_key]
             entry["utilisation_pct"] = 100.0 * achieved / peak[peak_key]
         doc["backbones"][b] = entry
-    data = raw.get("data")
-    if data:
-        t = data["timings"]
-        by_workers = {}
-        for w, figs in t.items():
-            by_workers[w] = {f"{name}_ips": tm.median for name, tm in figs.items()}
-            by_workers[w]["cache_over_decode"] = figs["cache"].median / figs["decode"].median
-            by_workers[w]["cache_batched_over_decode"] = figs["cache_batched"].median / figs["decode"].median
-            by_workers[w]["cache_albumentations_over_decode"] = figs["cache_albumentations"].median / figs["decode"].median
-            for name, tm in figs.items():
-                doc["raw"][f"data/{name}/workers{w}"] = tm.to_dict()
-        doc["data_path"] = {"images": data["images"], "batch": s.batch, "workers": by_workers,
-                            # headline figures: the single-process loader (num_workers=0)
-                            "decode_ips": by_workers["0"]["decode_ips"], "cache_ips": by_workers["0"]["cache_ips"],
-                            "cache_batched_ips": by_workers["0"]["cache_batched_ips"],
-                            "cache_albumentations_ips": by_workers["0"]["cache_albumentations_ips"],
-                            "cache_over_decode": by_workers["0"]["cache_over_decode"]}
+    for key, name in (("data", "data_path"), ("data_caer_size", "data_path_caer_size")):
+        if raw.get(key):
+            doc[name] = _data_path(raw[key], s, doc["raw"], prefix=key)
     det = raw.get("detect")
     if det:
         lat = {k: 1000.0 / v.median for k, v in det["latency"].items()}
@@ -181,9 +181,11 @@ def table(doc: dict) -> str:
         pk = doc["peak"]
         lines += [f"Matmul peak ({pk['matmul_n']}²): fp32 {_f(pk['fp32_gflops'])} GFLOP/s, bf16 "
                   f"{_f(pk['bf16_gflops'])} GFLOP/s (best repeat). Training FLOPs ≈ 3 × forward.", ""]
-    if "data_path" in doc:
-        d = doc["data_path"]
-        lines += [f"## Data path (images/s through a DataLoader, batch {d['batch']}, augmentation on, "
+    for key, what in (("data_path", "the benchmark root"), ("data_path_caer_size", "CAER-S-sized 712×400 PNGs")):
+        if key not in doc:
+            continue
+        d = doc[key]
+        lines += [f"## Data path, {what} (images/s through a DataLoader, batch {d['batch']}, augmentation on, "
                   f"{d['images']} images)", "",
                   "| workers | decode PNG + crop + augment | packed cache + augment | cache / decode "
                   "| cache + batched augment | batched / decode | cache + albumentations | albumentations / decode |",
@@ -267,6 +269,11 @@ def run(args: argparse.Namespace) -> dict:
             from benchmarks import data_path
 
             raw["data"] = data_path.run(root, s)
+            caer_root, caer_tmp = common.caer_size_root(s.quick)
+            try:
+                raw["data_caer_size"] = data_path.run(caer_root, s)
+            finally:
+                shutil.rmtree(caer_tmp, ignore_errors=True)
         if "full" in sections:
             from benchmarks import full_training
 

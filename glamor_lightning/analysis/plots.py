@@ -43,12 +43,7 @@ def plot_confusion_matrix(counts: np.ndarray, classes: Sequence[str], path: str 
             ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def save_panels(panels: Sequence[np.ndarray], titles: Sequence[str], path: str | os.PathLike,
@@ -65,6 +60,11 @@ def save_panels(panels: Sequence[np.ndarray], titles: Sequence[str], path: str |
         ax.set_title(title, fontsize=8)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str | os.PathLike) -> Path:
+    """Write `fig` as a PNG (folders made as needed) and free it."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
