@@ -40,6 +40,17 @@ def synth_root(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("synth") / "synthcaer", SMALL_SYNTH, workers=0)
 
 
+def make_datamodule(root: Path, **kw):
+    """A set-up EmotionDataModule over `root`, its cache kept beside the root (not inside it)."""
+    from glamor_lightning.data.datamodule import EmotionDataModule
+
+    dm = EmotionDataModule(str(root), batch_size=4, cache_dir=str(root.parent / f"cache-{root.name}"),
+                           cache_workers=0, **kw)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
 def compose_config(name: str, out: Path, overrides: list[str] = ()) -> DictConfig:
     """Compose `conf/<name>.yaml` with overrides, with Hydra's runtime set as in a real run."""
     GlobalHydra.instance().clear()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import make_datamodule
 import torch
 
 from glamor_lightning.data.classes import CLASSES, UnknownClassError
@@ -16,12 +18,7 @@ from glamor_lightning.data.images import read_rgb
 from glamor_lightning.data.index import read_index
 
 
-def make_dm(root: Path, **kw) -> EmotionDataModule:
-    dm = EmotionDataModule(str(root), batch_size=4, cache_dir=str(root.parent / f"cache-{root.name}"),
-                           cache_workers=0, **kw)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
+make_dm = make_datamodule
 
 
 def test_batches_have_the_paper_shapes(synth_root):

@@ -8,6 +8,8 @@ import albumentations as A
 import lightning as L
 import numpy as np
 import pytest
+
+from conftest import make_datamodule
 import torch
 
 from glamor_lightning.data.datamodule import EmotionDataModule
@@ -117,12 +119,7 @@ def test_runs_on_cuda_like_on_cpu():
 
 
 # -- the data module option -------------------------------------------------------------------------
-def _dm(root: Path, **kw) -> EmotionDataModule:
-    dm = EmotionDataModule(str(root), batch_size=4, cache_dir=str(root.parent / f"cache-{root.name}"),
-                           cache_workers=0, **kw)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
+_dm = make_datamodule
 
 
 def test_datamodule_device_option_leaves_eval_alone(synth_root):
