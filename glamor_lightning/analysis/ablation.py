@@ -99,6 +99,7 @@ class Run:
     test_acc: float | None = None
     val_acc_best: float | None = None
     epochs: int | None = None  #: epochs validated
+    w_face: float | None = None  #: the fusion net's mean weight of the face vector, last validation
 
 
 def _get(d: dict, dotted: str) -> Any:
@@ -120,20 +121,22 @@ def _load_yaml(path: Path) -> Any:
     return (yaml.load(path.read_text(), Loader=_Loader) or {}) if path.is_file() else {}
 
 
-def _read_metrics(path: Path) -> tuple[float | None, float | None, int | None]:
-    """(last test/acc, best val/acc_best, epochs validated) from a Lightning CSVLogger metrics.csv."""
+def _read_metrics(path: Path) -> tuple[float | None, float | None, int | None, float | None]:
+    """(last test/acc, best val/acc_best, epochs validated, last val/w_face) from a CSVLogger metrics.csv."""
     if not path.is_file():
-        return None, None, None
-    test = val = epoch = None
+        return None, None, None, None
+    test = val = epoch = w_face = None
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             if row.get("test/acc"):
                 test = float(row["test/acc"])
             if row.get("val/acc_best"):
                 val = max(val or 0.0, float(row["val/acc_best"]))
+            if row.get("val/w_face"):
+                w_face = float(row["val/w_face"])
             if row.get("epoch") and row.get("val/acc"):  # test rows carry the epoch after the last
                 epoch = max(epoch or 0, int(float(row["epoch"])) + 1)
-    return test, val, epoch
+    return test, val, epoch, w_face
 
 
 def read_run(run_dir: str | Path) -> Run:
@@ -146,10 +149,11 @@ def read_run(run_dir: str | Path) -> Run:
         overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml") or []
         experiment = next((o.split("=", 1)[1] for o in overrides if str(o).startswith("experiment=")), "")
     model = cfg.get("model") or {}
-    test, val, epochs = _read_metrics(run_dir / "csv" / "metrics.csv")
+    test, val, epochs, w_face = _read_metrics(run_dir / "csv" / "metrics.csv")
     return Run(path=run_dir, experiment=str(experiment or "-"), seed=cfg.get("seed"),
                factors={k: str(model.get(k)) for k in FACTORS if k in model},
-               recipe={k: _recipe_value(cfg, k) for k in RECIPE}, test_acc=test, val_acc_best=val, epochs=epochs)
+               recipe={k: _recipe_value(cfg, k) for k in RECIPE}, test_acc=test, val_acc_best=val, epochs=epochs,
+               w_face=w_face)
 
 
 def _recipe_value(cfg: dict, key: str) -> Any:
@@ -213,9 +217,11 @@ def markdown_table(runs: Sequence[Run], params: bool = True) -> str:
     settings = sorted(groups, key=lambda e: (_order(groups[e][0].factors), e))
     varying = [k for k in FACTORS if len({g[0].factors.get(k) for g in groups.values()}) > 1] or \
               [k for k in FACTORS if k in (runs[0].factors if runs else {})]
+    fused = any(r.w_face is not None for r in runs)  # a fusion net was trained: show where it looked
     head = [HEADERS[k] for k in varying] + (["Params"] if params else []) + \
-           ["Test acc (%)", "Val acc best (%)", "Seeds", "Config"]
-    align = ["---"] * len(varying) + (["---:"] if params else []) + ["---:", "---:", "---:", "---"]
+           ["Test acc (%)", "Val acc best (%)"] + (["Face weight"] if fused else []) + ["Seeds", "Config"]
+    align = ["---"] * len(varying) + (["---:"] if params else []) + ["---:", "---:"] + \
+            (["---:"] if fused else []) + ["---:", "---"]
     means = {e: mean_std([r.test_acc for r in g if r.test_acc is not None])[0]
              for e, g in groups.items() if any(r.test_acc is not None for r in g)}
     best = max(means.values()) if means else None
@@ -231,9 +237,23 @@ def markdown_table(runs: Sequence[Run], params: bool = True) -> str:
         cells = [LABELS[k].get(g[0].factors.get(k, "?"), g[0].factors.get(k, "?")) for k in varying]
         if params:
             cells.append(_params(g[0].factors, cache))
-        cells += [test, _pct([r.val_acc_best for r in g if r.val_acc_best is not None]), seeds, f"`{e}`"]
+        cells += [test, _pct([r.val_acc_best for r in g if r.val_acc_best is not None])]
+        if fused:
+            weights = [r.w_face for r in g if r.w_face is not None]
+            cells.append(f"{sum(weights) / len(weights):.2f}" if weights else "-")
+        cells += [seeds, f"`{e}`"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _synth_breakdown(runs: Sequence[Run]) -> str | None:
+    from glamor_lightning.analysis.synth_breakdown import breakdown_table
+
+    try:
+        return breakdown_table(sorted(runs, key=lambda r: (_order(r.factors), r.experiment)))
+    except ValueError as err:  # a breakdown is a nicety, never a reason to lose the results
+        print(f"ablation: no SynthCAER breakdown: {err}", file=sys.stderr)
+        return None
 
 
 def _recipe_text(runs: Sequence[Run]) -> str:
@@ -258,7 +278,16 @@ def results_page(runs: Sequence[Run], table: str | None, command: str | None = N
         lines += ["Made by:", "", "```", command, "```", ""]
     lines += [f"Protocol: {_recipe_text(runs)}.", "",
               "Test accuracy of each run's best checkpoint (by val/acc), mean ± sample std over seeds; "
-              "**bold**: the best mean.", "", markdown_table(runs, params=params), ""]
+              "**bold**: the best mean. Face weight: the fusion net's mean weight w_f of the face vector "
+              "(w_c = 1 - w_f) at the last validation, averaged over seeds (1: the context is ignored).", "",
+              markdown_table(runs, params=params), ""]
+    by_demand = _synth_breakdown(runs)
+    if by_demand:
+        lines += ["Test accuracy (%) by what the image demands, mean over seeds (SynthCAER only; "
+                  "`python -m glamor_lightning.analysis.synth_breakdown RUN_DIR`): *weak* = the target's face is "
+                  "near neutral, so only the context can tell; *distractors* = bystanders of other colours "
+                  "showing random emotions, told apart from the companion only by the target's colour.", "",
+                  by_demand, ""]
     roots = sorted({str(r.path.parent) for r in runs})
     lines += [f"Runs: {', '.join(roots)} ({len(runs)} runs; {dt.date.today().isoformat()})", ""]
     return "\n".join(lines)
@@ -275,11 +304,12 @@ def write_results(runs: Sequence[Run], out: str | Path, table: str | None, comma
     out.write_text(page)
     with (out.parent / f"{out.stem}_runs.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["experiment", "seed", *FACTORS, "test_acc", "val_acc_best", "epochs", "path"])
+        w.writerow(["experiment", "seed", *FACTORS, "test_acc", "val_acc_best", "epochs", "w_face", "path"])
         for r in sorted(runs, key=lambda r: (r.experiment, r.seed if r.seed is not None else -1)):
             w.writerow([r.experiment, r.seed, *(r.factors.get(k, "") for k in FACTORS),
                         "" if r.test_acc is None else f"{r.test_acc:.6f}",
-                        "" if r.val_acc_best is None else f"{r.val_acc_best:.6f}", r.epochs, r.path])
+                        "" if r.val_acc_best is None else f"{r.val_acc_best:.6f}", r.epochs,
+                        "" if r.w_face is None else f"{r.w_face:.4f}", r.path])
     return page
 
 

@@ -9,6 +9,8 @@ guides the context, as GLAMOR-Net's global-local attention assumes. See docs/syn
 from __future__ import annotations
 
 import colorsys
+import dataclasses
+import json
 import multiprocessing
 import os
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from glamor_lightning.data.classes import CLASSES
 from glamor_lightning.data.index import INDEX_NAME, SPLITS, FaceRow, write_index
 
 Box = tuple[float, float, float, float]
+CONFIG_NAME = "synthcaer.json"  # the generating SynthConfig, written next to faces.csv
 SS = 2  # supersampling factor: draw at 2x, then box-filter down, for anti-aliased shapes
 
 # Saturated trait colours (hair or hat); backgrounds and clothes are muted so these stand out.
@@ -328,6 +331,26 @@ def render(cfg: SynthConfig, scene: Scene) -> Image.Image:
     return img.reduce(SS)  # box-filter average of SS x SS blocks
 
 
+def save_config(root: str | Path, cfg: SynthConfig) -> Path:
+    """Write the generating config next to the images (`ROOT/synthcaer.json`)."""
+    path = Path(root) / CONFIG_NAME
+    path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    return path
+
+
+def load_config(root: str | Path) -> SynthConfig:
+    """The config that made `root`: `ROOT/synthcaer.json`, or the defaults when the root has none."""
+    path = Path(root) / CONFIG_NAME
+    if not path.is_file():
+        return SynthConfig()
+    raw = json.loads(path.read_text())
+    fields = {f.name for f in dataclasses.fields(SynthConfig)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ValueError(f"{path}: unknown SynthConfig field(s) {', '.join(unknown)}")
+    return SynthConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
 def _file_name(split: str, label: str, index: int) -> str:
     return f"{split}/{label}/{split}_{label.lower()}_{index:04d}.png"
 
@@ -359,6 +382,7 @@ def generate(out: Path | str, cfg: SynthConfig = SynthConfig(), workers: int | N
     else:
         with multiprocessing.get_context().Pool(workers) as pool:
             rows = list(_progress(pool.imap(_make_one, jobs, chunksize=32), progress, total=len(jobs)))
+    save_config(out, cfg)
     write_index(out / INDEX_NAME, rows)  # jobs are in (split, class, index) order, so rows are too
     return out
 

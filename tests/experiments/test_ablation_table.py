@@ -17,7 +17,7 @@ TABLE4 = ["table4_face", "table4_context_none", "table4_context_standard", "tabl
 
 
 def make_run(folder: Path, experiment: str, seed: int, test_acc: float | None, val_best=(0.3, 0.5),
-             inputs="both", attention="gla", fusion="fusion_net", backbone="original") -> Path:
+             inputs="both", attention="gla", fusion="fusion_net", backbone="original", w_face=None) -> Path:
     """A Hydra run folder as `python -m glamor_lightning.train -m ... logger=csv` leaves it."""
     (folder / ".hydra").mkdir(parents=True)
     model = {"backbone": backbone, "attention": attention, "fusion": fusion, "inputs": inputs, "lr": 0.01}
@@ -33,11 +33,11 @@ def make_run(folder: Path, experiment: str, seed: int, test_acc: float | None, v
     (folder / "csv" / "hparams.yaml").write_text(yaml.safe_dump({"config": resolved}))
     with (folder / "csv" / "metrics.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["epoch", "step", "train/loss_epoch", "val/acc", "val/acc_best", "test/acc"])
-        for epoch, v in enumerate(val_best):
-            w.writerow([epoch, 10 * epoch + 9, 1.0, v, v, ""])
+        w.writerow(["epoch", "step", "train/loss_epoch", "val/acc", "val/acc_best", "val/w_face", "test/acc"])
+        for epoch, v in enumerate(val_best):  # the face weight drifts to its final value
+            w.writerow([epoch, 10 * epoch + 9, 1.0, v, v, "" if w_face is None else w_face - 0.1 / (1 + epoch), ""])
         if test_acc is not None:  # trainer.test logs with the epoch after the last
-            w.writerow([len(val_best), 10 * len(val_best), "", "", "", test_acc])
+            w.writerow([len(val_best), 10 * len(val_best), "", "", "", "", test_acc])
     return folder
 
 
@@ -89,6 +89,18 @@ def test_one_seed_gives_no_std(tmp_path):
     text = ab.markdown_table(ab.find_runs([tmp_path]), params=False)
     assert text.splitlines()[0].startswith("| Fusion | Test acc (%)")  # only the factor that varies
     assert "| add | **70.0** | 50.0 | 1 |" in text and "±" not in text
+
+
+def test_face_weight_column_is_the_last_validation_mean_over_seeds(tmp_path):
+    make_run(tmp_path / "0", "table4_both_gla", 0, 0.7, w_face=0.9)
+    make_run(tmp_path / "1", "table4_both_gla", 1, 0.7, w_face=0.6)
+    make_run(tmp_path / "2", "table4_face", 0, 0.6, inputs="face", attention="none", fusion="none")
+    runs = ab.find_runs([tmp_path])
+    assert sorted((r.experiment, r.w_face) for r in runs)[:2] == [("table4_both_gla", pytest.approx(0.6 - 0.1 / 2)),
+                                                                   ("table4_both_gla", pytest.approx(0.9 - 0.1 / 2))]
+    lines = ab.markdown_table(runs, params=False).splitlines()
+    assert lines[0] == "| Input | Attention | Fusion | Test acc (%) | Val acc best (%) | Face weight | Seeds | Config |"
+    assert "| 0.70 | 2 | `table4_both_gla` |" in lines[3] and "| - | 1 | `table4_face` |" in lines[2]
 
 
 def test_write_results_makes_page_and_per_run_csv(sweep, tmp_path, capsys):

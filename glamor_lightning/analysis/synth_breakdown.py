@@ -1,0 +1,166 @@
+"""Accuracy on SynthCAER split by what each test image demands: a weak or strong face, with or without distractors.
+
+SynthCAER is generated from `SynthConfig` alone, so the content of every image can be drawn again without
+rendering it (`sample_scene`). That tells, for each row of a run's `predictions.csv`:
+
+- `weak` / `strong`: the target's face shows the label at weak (near-neutral) or strong intensity;
+  weak faces are where the context has to supply the answer;
+- `distractors`: how many bystanders with other colours (and random emotions) surround the target;
+  with none, the only bystander is the companion, so any context read gives the answer; with some, the
+  model must tell the companion apart, which only the target's hair/hat colour allows (face guidance).
+
+The generating config is read from `ROOT/synthcaer.json` (written by `glamor prepare synth`); a root
+without it is assumed to use the defaults. Either way every row's drawn face box must equal its box in
+`ROOT/faces.csv`, otherwise the config is not the one that made the images and this is an error.
+
+    python -m glamor_lightning.analysis.synth_breakdown RUN_DIR [RUN_DIR ...] [--ensemble]   # a row per run
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from glamor_lightning.analysis.predictions import read_predictions
+from glamor_lightning.data.classes import CLASSES
+from glamor_lightning.data.index import INDEX_NAME, read_index
+from glamor_lightning.data.synth import CONFIG_NAME, SynthConfig, load_config, sample_scene
+
+_NAME = re.compile(r"^(train|val|test)/([A-Za-z]+)/\1_([a-z]+)_(\d+)\.png$")
+GROUPS = ("weak", "strong", "weak, 0 distractors", "weak, 1+ distractors")
+
+
+class SynthBreakdownError(ValueError):
+    """Predictions that cannot be matched to SynthCAER scenes; the message names the file and row."""
+
+
+@dataclass(frozen=True)
+class SceneFacts:
+    """What one image asks of the model."""
+
+    weak: bool
+    distractors: int
+
+
+def scene_facts(cfg: SynthConfig, path: str, box: tuple[float, float, float, float] | None,
+                where: str) -> SceneFacts:
+    """Draw the scene of a SynthCAER file name again and check its face box against the index."""
+    m = _NAME.match(path)
+    if not m or m.group(2) not in CLASSES or m.group(3) != m.group(2).lower():
+        raise SynthBreakdownError(f"{where}: {path!r} is not a SynthCAER file name (split/Class/split_class_NNNN.png)")
+    split, label, index = m.group(1), m.group(2), int(m.group(4))
+    scene = sample_scene(cfg, split, label, index)
+    if box is None or any(abs(a - b) > 0.5 for a, b in zip(scene.target.box, box)):
+        raise SynthBreakdownError(f"{where}: {path}: its face box {box} in {INDEX_NAME} is not the one "
+                                  f"SynthConfig(seed={cfg.seed}, ...) draws ({scene.target.box}): this root was "
+                                  f"made with another config; write it to {CONFIG_NAME}")
+    distractors = sum(1 for i in range(len(scene.bystanders)) if i != scene.companion)
+    return SceneFacts(weak=scene.weak, distractors=distractors)
+
+
+def breakdown(predictions_csv: str | Path, root: str | Path) -> dict[str, tuple[int, int]]:
+    """(images, correct) per group of `GROUPS`, and `all`, for one run's predictions on a SynthCAER root."""
+    preds = read_predictions(predictions_csv)
+    return count_groups(preds.paths, preds.correct, root, str(predictions_csv))
+
+
+def ensemble_correct(files: Sequence[str | Path]) -> tuple[list[str], np.ndarray]:
+    """(paths, correct) of the product of several runs' class probabilities (a late-fusion reference)."""
+    preds = [read_predictions(f) for f in files]
+    first = preds[0]
+    for p in preds[1:]:
+        if sorted(p.paths) != sorted(first.paths) or p.classes != first.classes:
+            raise SynthBreakdownError(f"{p.source} and {first.source} do not cover the same images and classes")
+    scores = sum(np.log(np.clip(p.probs[[p.paths.index(x) for x in first.paths]], 1e-9, None)) for p in preds)
+    predicted = [first.classes[i] for i in np.argmax(scores, axis=1)]
+    return first.paths, np.array([t == q for t, q in zip(first.true, predicted)])
+
+
+def count_groups(paths: Sequence[str], correct: Sequence[bool], root: str | Path,
+                 where: str) -> dict[str, tuple[int, int]]:
+    """(images, correct) per group of `GROUPS`, and `all`, for predictions on the SynthCAER `root`."""
+    root = Path(root)
+    boxes = {r.path: r.box for r in read_index(root / INDEX_NAME)}
+    cfg = load_config(root)
+    counts = {g: [0, 0] for g in (*GROUPS, "all")}
+    for path, ok in zip(paths, correct):
+        if path not in boxes:
+            raise SynthBreakdownError(f"{where}: {path!r} is not in {root / INDEX_NAME}")
+        facts = scene_facts(cfg, path, boxes[path], where)
+        groups = ["all", "weak" if facts.weak else "strong"]
+        if facts.weak:
+            groups.append("weak, 0 distractors" if facts.distractors == 0 else "weak, 1+ distractors")
+        for g in groups:
+            counts[g][0] += 1
+            counts[g][1] += int(ok)
+    return {g: (n, c) for g, (n, c) in counts.items()}
+
+
+def is_synthcaer(root: str | Path) -> bool:
+    """Whether `root` looks like SynthCAER: a faces.csv whose rows all come from the generator."""
+    index = Path(root) / INDEX_NAME
+    if not index.is_file():
+        return False
+    try:
+        rows = read_index(index)
+    except ValueError:
+        return False
+    return bool(rows) and all(r.source == "synthetic" for r in rows)
+
+
+def breakdown_table(runs: Sequence, labels: dict[str, str] | None = None) -> str | None:
+    """Markdown: per setting (a run's `experiment`), the mean accuracy of each group over its runs.
+
+    `runs` are `ablation.Run`s; only those tested on a SynthCAER root with a `predictions.csv` count.
+    None when there is none.
+    """
+    groups: dict[str, list[dict[str, tuple[int, int]]]] = {}
+    for r in runs:
+        root, f = r.recipe.get("data.root"), Path(r.path) / "predictions.csv"
+        if r.test_acc is None or not root or not f.is_file() or not is_synthcaer(root):
+            continue
+        groups.setdefault(r.experiment, []).append(breakdown(f, root))
+    if not groups:
+        return None
+    first = next(iter(groups.values()))[0]
+    lines = ["| Setting | " + " | ".join(f"{g} (n={first[g][0]})" for g in (*GROUPS, "all")) + " | Seeds |",
+             "|---|" + "---:|" * (len(GROUPS) + 2)]
+    for name, counts in groups.items():
+        cells = [f"{100 * np.mean([c[g][1] / c[g][0] for c in counts]):.1f}" if first[g][0] else "-"
+                 for g in (*GROUPS, "all")]
+        lines.append(f"| {(labels or {}).get(name, f'`{name}`')} | " + " | ".join(cells) + f" | {len(counts)} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m glamor_lightning.analysis.synth_breakdown", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run folders holding predictions.csv (or the files themselves)")
+    p.add_argument("--data", default="data/synthcaer", help="the SynthCAER root the runs were tested on")
+    p.add_argument("--ensemble", action="store_true",
+                   help="also a row for the product of the runs' probabilities (e.g. face only x context only)")
+    args = p.parse_args(argv)
+    files = [Path(r) / "predictions.csv" if Path(r).is_dir() else Path(r) for r in args.runs]
+    print("| run | " + " | ".join(f"{g} (%)" for g in (*GROUPS, "all")) + " |")
+    print("|---|" + "---:|" * (len(GROUPS) + 1))
+    try:
+        rows = [(run, breakdown(f, args.data)) for run, f in zip(args.runs, files)]
+        if args.ensemble:
+            rows.append(("ensemble (product of probabilities)", count_groups(*ensemble_correct(files), args.data,
+                                                                             "the ensemble")))
+        for name, counts in rows:
+            cells = [f"{100 * c / n:.1f} (n={n})" if n else "-" for n, c in (counts[g] for g in (*GROUPS, "all"))]
+            print(f"| {name} | " + " | ".join(cells) + " |")
+    except (SynthBreakdownError, FileNotFoundError, ValueError) as err:
+        print(f"synth_breakdown: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
