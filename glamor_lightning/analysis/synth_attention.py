@@ -145,9 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         shares = companion_visibility(args.data or DEFAULT_ROOT)
         print("companion head in the eval crop: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in shares.items()))
         return 0
-    print("| checkpoint | attention | images | companion mass (%) | distractor mass (%) | companion lift | "
+    print("| checkpoint | inputs | attention | images | companion mass (%) | distractor mass (%) | companion lift | "
           "distractor lift | companion first (%) | chance (%) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     try:
         for path in args.ckpts:
             ckpt = read_checkpoint(path)
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if module.hparams.inputs == "face":
                 raise ValueError(f"{path}: a face-only model has no context attention to measure")
             r = measure(module, _datamodule(ckpt, args.data, module))
-            print(f"| {path} | {module.hparams.attention} | {r.images} | {100 * r.companion_mass:.1f} | "
+            print(f"| {path} | {module.hparams.inputs} | {module.hparams.attention} | {r.images} | {100 * r.companion_mass:.1f} | "
                   f"{100 * r.distractor_mass:.1f} | {r.companion_lift:.2f} | {r.distractor_lift:.2f} | "
                   f"{100 * r.companion_first:.1f} | {100 * r.chance_first:.1f} |", flush=True)
     except (ValueError, FileNotFoundError) as err:

@@ -52,7 +52,7 @@ def test_cli_scores_a_checkpoint_and_refuses_a_face_only_one(datamodule, tmp_pat
     gla = fit_checkpoint(datamodule.root, tmp_path / "gla.ckpt", attention="gla")
     assert main([str(gla), "--data", root]) == 0
     row = capsys.readouterr().out.strip().splitlines()[-1].split("|")
-    assert row[1].strip() == str(gla) and row[2].strip() == "gla" and int(row[3]) > 0
+    assert row[1].strip() == str(gla) and row[2:4] == [" both ", " gla "] and int(row[4]) > 0
     face = fit_checkpoint(datamodule.root, tmp_path / "face.ckpt", inputs="face", attention="none", fusion="none")
     assert main([str(face), "--data", root]) == 2
     assert "face.ckpt: a face-only model has no context attention" in capsys.readouterr().err
