@@ -31,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from glamor_lightning.data.geometry import Box
-
-DEFAULT_ROOT = "data/synthcaer"
+from glamor_lightning.commands.attention import DEFAULT_ROOT
+from glamor_lightning.data.geometry import CONTEXT_SIZE, CROP_SIZE, Box
 
 
 def crop_box(box: Box, image_hw: tuple[int, int], context_hw: tuple[int, int], crop: int) -> Box:
@@ -68,7 +67,7 @@ class AttentionOnPeople:
 def measure(module, datamodule, batch_size: int = 64) -> AttentionOnPeople:
     """Run `module` on the test split of a set-up SynthCAER data module and score its attention maps."""
     from glamor_lightning.analysis.attention_maps import dataset_batch, run_model
-    from glamor_lightning.data.synth import load_config, sample_scene
+    from glamor_lightning.data.synth import load_config, parse_file_name, sample_scene
 
     cfg = load_config(datamodule.root)
     hp = datamodule.hparams
@@ -80,16 +79,15 @@ def measure(module, datamodule, batch_size: int = 64) -> AttentionOnPeople:
         faces, contexts, _, rows = dataset_batch(dataset, positions)
         attention = run_model(module, faces, contexts).attention
         for att, r in zip(attention, rows):
-            row = datamodule.rows[int(r)]
-            split, label, name = row.path.split("/")
-            scene = sample_scene(cfg, split, label, int(Path(name).stem.rsplit("_", 1)[1]))
+            scene = sample_scene(cfg, *parse_file_name(datamodule.rows[int(r)].path))
             if scene.companion is None or len(scene.bystanders) < 2:
                 continue
             att = np.asarray(att, dtype=np.float64).reshape(att.shape[-2:])
             att = att / att.sum()
             masses, lifts = [], []
             for person in scene.bystanders:
-                cover = cell_coverage(crop_box(person.box, (cfg.height, cfg.width), context_hw, crop), att.shape, crop)
+                box = crop_box(person.box, (cfg.height, cfg.width), context_hw, crop)
+                cover = cell_coverage(box, att.shape, crop)
                 area = cover.mean()  # the head's share of the crop
                 masses.append(float((att * cover).sum()))
                 lifts.append(masses[-1] / area if area > 0 else np.nan)
@@ -108,17 +106,16 @@ def measure(module, datamodule, batch_size: int = 64) -> AttentionOnPeople:
                              float(np.mean(chance)))
 
 
-def companion_visibility(root: str | Path, split: str = "test", context_hw: tuple[int, int] = (128, 171),
-                         crop: int = 112) -> dict[str, float]:
+def companion_visibility(root: str | Path, split: str = "test", context_hw: tuple[int, int] = CONTEXT_SIZE,
+                         crop: int = CROP_SIZE) -> dict[str, float]:
     """Shares of a split's images whose companion head is whole / partly / not inside the centre crop."""
     from glamor_lightning.data.index import INDEX_NAME, read_index
-    from glamor_lightning.data.synth import load_config, sample_scene
+    from glamor_lightning.data.synth import load_config, parse_file_name, sample_scene
 
     cfg = load_config(root)
     seen = {"whole": 0, "partly": 0, "cut off": 0, "no companion": 0}
     for row in (r for r in read_index(Path(root) / INDEX_NAME) if r.split == split):
-        _, label, name = row.path.split("/")
-        scene = sample_scene(cfg, split, label, int(Path(name).stem.rsplit("_", 1)[1]))
+        scene = sample_scene(cfg, *parse_file_name(row.path))
         if scene.companion is None:
             seen["no companion"] += 1
             continue
@@ -133,7 +130,7 @@ def companion_visibility(root: str | Path, split: str = "test", context_hw: tupl
 
 def main(argv: Sequence[str] | None = None) -> int:
     from glamor_lightning.checkpoints import module_from_checkpoint, read_checkpoint
-    from glamor_lightning.commands.attention import _datamodule
+    from glamor_lightning.commands.attention import checkpoint_datamodule
 
     p = argparse.ArgumentParser(prog="python -m glamor_lightning.analysis.synth_attention", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -154,9 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             module = module_from_checkpoint(ckpt, path)
             if module.hparams.inputs == "face":
                 raise ValueError(f"{path}: a face-only model has no context attention to measure")
-            r = measure(module, _datamodule(ckpt, args.data, module))
-            print(f"| {path} | {module.hparams.inputs} | {module.hparams.attention} | {r.images} | {100 * r.companion_mass:.1f} | "
-                  f"{100 * r.distractor_mass:.1f} | {r.companion_lift:.2f} | {r.distractor_lift:.2f} | "
+            r = measure(module, checkpoint_datamodule(ckpt, args.data, module))
+            print(f"| {path} | {module.hparams.inputs} | {module.hparams.attention} | {r.images} | "
+                  f"{100 * r.companion_mass:.1f} | {100 * r.distractor_mass:.1f} | {r.companion_lift:.2f} | {r.distractor_lift:.2f} | "
                   f"{100 * r.companion_first:.1f} | {100 * r.chance_first:.1f} |", flush=True)
     except (ValueError, FileNotFoundError) as err:
         print(f"synth_attention: error: {err}", file=sys.stderr)

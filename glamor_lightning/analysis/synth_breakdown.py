@@ -18,7 +18,6 @@ without it is assumed to use the defaults. Either way every row's drawn face box
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,11 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from glamor_lightning.analysis.predictions import read_predictions
-from glamor_lightning.data.classes import CLASSES
 from glamor_lightning.data.index import INDEX_NAME, read_index
-from glamor_lightning.data.synth import CONFIG_NAME, SynthConfig, load_config, sample_scene
+from glamor_lightning.data.synth import CONFIG_NAME, SynthConfig, load_config, parse_file_name, sample_scene
 
-_NAME = re.compile(r"^(train|val|test)/([A-Za-z]+)/\1_([a-z]+)_(\d+)\.png$")
 GROUPS = ("weak", "strong", "weak, 0 distractors", "weak, 1+ distractors")
 
 
@@ -50,11 +47,10 @@ class SceneFacts:
 def scene_facts(cfg: SynthConfig, path: str, box: tuple[float, float, float, float] | None,
                 where: str) -> SceneFacts:
     """Draw the scene of a SynthCAER file name again and check its face box against the index."""
-    m = _NAME.match(path)
-    if not m or m.group(2) not in CLASSES or m.group(3) != m.group(2).lower():
-        raise SynthBreakdownError(f"{where}: {path!r} is not a SynthCAER file name (split/Class/split_class_NNNN.png)")
-    split, label, index = m.group(1), m.group(2), int(m.group(4))
-    scene = sample_scene(cfg, split, label, index)
+    try:
+        scene = sample_scene(cfg, *parse_file_name(path))
+    except ValueError as err:
+        raise SynthBreakdownError(f"{where}: {err}") from None
     if box is None or any(abs(a - b) > 0.5 for a, b in zip(scene.target.box, box)):
         raise SynthBreakdownError(f"{where}: {path}: its face box {box} in {INDEX_NAME} is not the one "
                                   f"SynthConfig(seed={cfg.seed}, ...) draws ({scene.target.box}): this root was "
@@ -76,7 +72,11 @@ def ensemble_correct(files: Sequence[str | Path]) -> tuple[list[str], np.ndarray
     for p in preds[1:]:
         if sorted(p.paths) != sorted(first.paths) or p.classes != first.classes:
             raise SynthBreakdownError(f"{p.source} and {first.source} do not cover the same images and classes")
-    scores = sum(np.log(np.clip(p.probs[[p.paths.index(x) for x in first.paths]], 1e-9, None)) for p in preds)
+    def aligned(p) -> np.ndarray:  # rows in the first file's order
+        position = {x: i for i, x in enumerate(p.paths)}
+        return p.probs[[position[x] for x in first.paths]]
+
+    scores = sum(np.log(np.clip(aligned(p), 1e-9, None)) for p in preds)
     predicted = [first.classes[i] for i in np.argmax(scores, axis=1)]
     return first.paths, np.array([t == q for t, q in zip(first.true, predicted)])
 

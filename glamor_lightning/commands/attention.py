@@ -16,7 +16,8 @@ from pathlib import Path
 DEFAULT_ROOT = "data/synthcaer"
 
 
-def _datamodule(ckpt: dict, root: str | None, module):
+def checkpoint_datamodule(ckpt: dict, root: str | None, module):
+    """The test-ready data module a checkpoint was trained on (or over `root`), with its sizes and split."""
     from glamor_lightning.data.datamodule import EmotionDataModule
 
     saved = dict(ckpt.get("datamodule_hyper_parameters") or {})
@@ -44,7 +45,7 @@ def _attention(args: argparse.Namespace) -> int:
     module = module_from_checkpoint(ckpt, args.ckpt)
     if args.device != "cpu":
         module.to(args.device)
-    dm = _datamodule(ckpt, args.data, module)
+    dm = checkpoint_datamodule(ckpt, args.data, module)
     records = write_attention_figures(module, dm, args.split, args.n, args.out)
     hp = module.hparams
     note = " (attention=none: average pooling, the maps are uniform)" if hp.attention == "none" else ""

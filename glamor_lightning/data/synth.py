@@ -13,6 +13,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -353,6 +354,17 @@ def load_config(root: str | Path) -> SynthConfig:
 
 def _file_name(split: str, label: str, index: int) -> str:
     return f"{split}/{label}/{split}_{label.lower()}_{index:04d}.png"
+
+
+_FILE_NAME = re.compile(r"^(train|val|test)/([A-Za-z]+)/\1_([a-z]+)_(\d+)\.png$")
+
+
+def parse_file_name(path: str) -> tuple[str, str, int]:
+    """(split, label, index) of a SynthCAER file name (the inverse of how `generate` names files)."""
+    m = _FILE_NAME.match(path)
+    if not m or m.group(2) not in CLASSES or m.group(3) != m.group(2).lower():
+        raise ValueError(f"{path!r} is not a SynthCAER file name (split/Class/split_class_NNNN.png)")
+    return m.group(1), m.group(2), int(m.group(4))
 
 
 def _make_one(job: tuple[str, SynthConfig, str, str, int]) -> FaceRow:

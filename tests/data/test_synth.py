@@ -159,3 +159,14 @@ def test_index_written_last_and_replaced(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(synth, "_make_one", original)
     generate(out, cfg, workers=1)
     assert len(read_index(out / INDEX_NAME)) == 7
+
+
+def test_file_names_parse_back(small_set: Path) -> None:
+    from glamor_lightning.data.synth import parse_file_name
+
+    for r in read_index(small_set / INDEX_NAME):
+        split, label, index = parse_file_name(r.path)
+        assert (split, label) == (r.split, r.label) and r.path.endswith(f"_{index:04d}.png")
+    for bad in ("test/Happy/test_sad_0001.png", "test/Joy/test_joy_0001.png", "photos/me.png"):
+        with pytest.raises(ValueError, match="is not a SynthCAER file name"):
+            parse_file_name(bad)
