@@ -56,8 +56,8 @@ sweep: $(STAMP) ## create a W&B sweep, print its agent command: make sweep SWEEP
 	@test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=sweeps/<file>.yaml, one of: $$(echo sweeps/*.yaml)"; exit 2; }
 	$(PY) -m glamor_lightning.analysis.sweeps create $(SWEEP)
 
-ablation: $(STAMP) $(if $(DATA),,$(SYNTH)/faces.csv) ## run a paper table locally (Hydra multirun, CSV logs): make ablation TABLE=4|6|7 [DATA=root] [SEEDS="0 1 2"] [ARGS=...] -> results/table<N>.md
-	$(PY) -m glamor_lightning.analysis.ablation run --table $(TABLE) --seeds $(SEEDS) $(if $(DATA),--data $(abspath $(DATA))) $(if $(ARGS),-- $(ARGS))
+ablation: $(STAMP) $(if $(DATA),,$(SYNTH)/faces.csv) ## run a paper table locally (Hydra multirun, CSV logs): make ablation TABLE=4|6|7 [DATA=root] [SEEDS="0 1 2"] [ARGS=...] [OUT=results/table<N>.md]
+	$(PY) -m glamor_lightning.analysis.ablation run --table $(TABLE) --seeds $(SEEDS) $(if $(DATA),--data $(abspath $(DATA))) $(if $(OUT),--out $(OUT)) $(if $(ARGS),-- $(ARGS))
 
 params: $(STAMP) ## parameter counts per backbone x attention x fusion (markdown)
 	$(VENV)/bin/glamor params

@@ -256,6 +256,14 @@ def _synth_breakdown(runs: Sequence[Run]) -> str | None:
         return None
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it lies inside it: results pages name no machine."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _recipe_text(runs: Sequence[Run]) -> str:
     parts = []
     for k in RECIPE:
@@ -288,7 +296,7 @@ def results_page(runs: Sequence[Run], table: str | None, command: str | None = N
                   "near neutral, so only the context can tell; *distractors* = bystanders of other colours "
                   "showing random emotions, told apart from the companion only by the target's colour.", "",
                   by_demand, ""]
-    roots = sorted({str(r.path.parent) for r in runs})
+    roots = sorted({_shown(r.path.parent) for r in runs})
     lines += [f"Runs: {', '.join(roots)} ({len(runs)} runs; {dt.date.today().isoformat()})", ""]
     return "\n".join(lines)
 
@@ -309,7 +317,7 @@ def write_results(runs: Sequence[Run], out: str | Path, table: str | None, comma
             w.writerow([r.experiment, r.seed, *(r.factors.get(k, "") for k in FACTORS),
                         "" if r.test_acc is None else f"{r.test_acc:.6f}",
                         "" if r.val_acc_best is None else f"{r.val_acc_best:.6f}", r.epochs,
-                        "" if r.w_face is None else f"{r.w_face:.4f}", r.path])
+                        "" if r.w_face is None else f"{r.w_face:.4f}", _shown(r.path)])
     return page
 
 

@@ -114,6 +114,15 @@ def test_write_results_makes_page_and_per_run_csv(sweep, tmp_path, capsys):
     assert len(rows) == 9 and {r["experiment"] for r in rows} == {"table4_face", "table4_both_gla", "table4_context_gla"}
 
 
+def test_results_name_runs_relative_to_the_working_directory(sweep, tmp_path, monkeypatch):
+    monkeypatch.chdir(sweep.parent)
+    out = tmp_path / "results" / "table4.md"
+    assert ab.main(["collect", sweep.name, "--table", "4", "--out", str(out)]) == 0
+    assert f"Runs: {sweep.name} (9 runs;" in out.read_text()
+    rows = list(csv.DictReader((out.parent / "table4_runs.csv").open()))
+    assert all(not Path(r["path"]).is_absolute() and r["path"].startswith(sweep.name) for r in rows)
+
+
 def test_collect_with_no_runs_is_an_error(tmp_path, capsys):
     assert ab.main(["collect", str(tmp_path), "--out", str(tmp_path / "t.md")]) == 2
     assert "no runs found" in capsys.readouterr().err
