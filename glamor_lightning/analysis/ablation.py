@@ -164,6 +164,8 @@ def _recipe_value(cfg: dict, key: str) -> Any:
         if not stages or _get(cfg, "callbacks.stages.enabled") is False:
             return "off (end to end)"
         return " -> ".join(f"{s.get('name')}@{s.get('start')}" for s in stages if isinstance(s, dict))
+    if key == "data.root" and _get(cfg, key):
+        return _shown(Path(_get(cfg, key)))
     return _get(cfg, key)
 
 

@@ -119,6 +119,9 @@ def test_results_name_runs_relative_to_the_working_directory(sweep, tmp_path, mo
     out = tmp_path / "results" / "table4.md"
     assert ab.main(["collect", sweep.name, "--table", "4", "--out", str(out)]) == 0
     assert f"Runs: {sweep.name} (9 runs;" in out.read_text()
+    assert "`data.root=/data/synthcaer`" in out.read_text()  # outside the working directory: as it was
+    monkeypatch.chdir("/")
+    assert ab._recipe_value({"data": {"root": "/data/synthcaer"}}, "data.root") == "data/synthcaer"
     rows = list(csv.DictReader((out.parent / "table4_runs.csv").open()))
     assert all(not Path(r["path"]).is_absolute() and r["path"].startswith(sweep.name) for r in rows)
 
