@@ -156,6 +156,14 @@ def read_run(run_dir: str | Path) -> Run:
                w_face=w_face)
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it lies inside it: results pages name no machine."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _recipe_value(cfg: dict, key: str) -> Any:
     if key == "callbacks.stages":  # the staged-training callback: its stage names, or end to end
         stages = _get(cfg, "callbacks.stages.stages")
@@ -256,14 +264,6 @@ def _synth_breakdown(runs: Sequence[Run]) -> str | None:
     except ValueError as err:  # a breakdown is a nicety, never a reason to lose the results
         print(f"ablation: no SynthCAER breakdown: {err}", file=sys.stderr)
         return None
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the working directory when it lies inside it: results pages name no machine."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _recipe_text(runs: Sequence[Run]) -> str:
