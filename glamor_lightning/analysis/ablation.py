@@ -21,13 +21,13 @@ import math
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from glamor_lightning.analysis.ablation_runs import FACTORS, RECIPE, Run, display_path, find_runs
 from glamor_lightning.hydra_utils import CONF_DIR
 
 #: what each table studies (paper: Le et al. 2021) and its experiment configs (conf/experiment/)
@@ -51,10 +51,6 @@ LABELS = {
     "backbone": {"original": "original", "mobilenetv2": "MobileNetV2", "resnet18": "ResNet-18"},
 }
 HEADERS = {"inputs": "Input", "attention": "Attention", "fusion": "Fusion", "backbone": "Backbone"}
-FACTORS = ("inputs", "attention", "fusion", "backbone")
-#: the recipe items the results page states (dotted keys of the resolved train config)
-RECIPE = ("data.root", "trainer.max_epochs", "trainer.precision", "data.batch_size", "model.lr",
-          "model.lr_schedule", "model.bn_momentum", "model.gla_batchnorm", "model.pretrained", "callbacks.stages")
 
 
 def table_experiments(table: str) -> list[str]:
@@ -82,111 +78,6 @@ def _rank(order: Sequence[str], value: str | None) -> tuple[int, str]:
 def _order(f: dict[str, Any]) -> tuple:
     return (_rank(INPUT_ORDER, f.get("inputs")), _rank(ATTENTION_ORDER, f.get("attention")),
             _rank(FUSION_ORDER, f.get("fusion")), _rank(BACKBONE_ORDER, f.get("backbone")))
-
-
-# --- collecting runs ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    """One finished (or failed) training run, read from its Hydra output folder."""
-
-    path: Path
-    experiment: str
-    seed: int | None
-    factors: dict[str, str]
-    recipe: dict[str, Any] = field(default_factory=dict)
-    test_acc: float | None = None
-    val_acc_best: float | None = None
-    epochs: int | None = None  #: epochs validated
-    w_face: float | None = None  #: the fusion net's mean weight of the face vector, last validation
-
-
-def _get(d: dict, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that reads a python-tagged node (as Lightning may write in hparams.yaml) as None."""
-
-
-_Loader.add_multi_constructor("", lambda loader, suffix, node: None)
-
-
-def _load_yaml(path: Path) -> Any:
-    return (yaml.load(path.read_text(), Loader=_Loader) or {}) if path.is_file() else {}
-
-
-def _read_metrics(path: Path) -> tuple[float | None, float | None, int | None, float | None]:
-    """(last test/acc, best val/acc_best, epochs validated, last val/w_face) from a CSVLogger metrics.csv."""
-    if not path.is_file():
-        return None, None, None, None
-    test = val = epoch = w_face = None
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("test/acc"):
-                test = float(row["test/acc"])
-            if row.get("val/acc_best"):
-                val = max(val or 0.0, float(row["val/acc_best"]))
-            if row.get("val/w_face"):
-                w_face = float(row["val/w_face"])
-            if row.get("epoch") and row.get("val/acc"):  # test rows carry the epoch after the last
-                epoch = max(epoch or 0, int(float(row["epoch"])) + 1)
-    return test, val, epoch, w_face
-
-
-def read_run(run_dir: str | Path) -> Run:
-    """A `Run` from a Hydra run folder (with `.hydra/`); metrics are None when the run did not finish."""
-    run_dir = Path(run_dir)
-    hydra_cfg = _load_yaml(run_dir / ".hydra" / "hydra.yaml")
-    cfg = _load_yaml(run_dir / "csv" / "hparams.yaml").get("config") or _load_yaml(run_dir / ".hydra" / "config.yaml")
-    experiment = _get(hydra_cfg, "hydra.runtime.choices.experiment")
-    if not experiment:
-        overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml") or []
-        experiment = next((o.split("=", 1)[1] for o in overrides if str(o).startswith("experiment=")), "")
-    model = cfg.get("model") or {}
-    test, val, epochs, w_face = _read_metrics(run_dir / "csv" / "metrics.csv")
-    return Run(path=run_dir, experiment=str(experiment or "-"), seed=cfg.get("seed"),
-               factors={k: str(model.get(k)) for k in FACTORS if k in model},
-               recipe={k: _recipe_value(cfg, k) for k in RECIPE}, test_acc=test, val_acc_best=val, epochs=epochs,
-               w_face=w_face)
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the working directory when it lies inside it: results pages name no machine."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _recipe_value(cfg: dict, key: str) -> Any:
-    if key == "callbacks.stages":  # the staged-training callback: its stage names, or end to end
-        stages = _get(cfg, "callbacks.stages.stages")
-        if not (isinstance(cfg.get("callbacks"), dict) and "stages" in cfg["callbacks"]):
-            return None  # a config from before staged training existed: say nothing
-        if not stages or _get(cfg, "callbacks.stages.enabled") is False:
-            return "off (end to end)"
-        return " -> ".join(f"{s.get('name')}@{s.get('start')}" for s in stages if isinstance(s, dict))
-    if key == "data.root" and _get(cfg, key):
-        return _shown(Path(_get(cfg, key)))
-    return _get(cfg, key)
-
-
-def find_runs(dirs: Iterable[str | Path]) -> list[Run]:
-    """Every Hydra run folder (one holding `.hydra/config.yaml`) under `dirs`, sorted by path."""
-    found = set()
-    for d in dirs:
-        d = Path(d)
-        if (d / ".hydra" / "config.yaml").is_file():
-            found.add(d.resolve())
-        found.update(p.parent.parent.resolve() for p in d.rglob("config.yaml") if p.parent.name == ".hydra")
-    runs = [read_run(p) for p in sorted(found)]
-    return [r for r in runs if r.factors]  # training runs only (an eval run's config has no model)
 
 
 # --- the table ------------------------------------------------------------------------------------------
@@ -298,7 +189,7 @@ def results_page(runs: Sequence[Run], table: str | None, command: str | None = N
                   "near neutral, so only the context can tell; *distractors* = bystanders of other colours "
                   "showing random emotions, told apart from the companion only by the target's colour.", "",
                   by_demand, ""]
-    roots = sorted({_shown(r.path.parent) for r in runs})
+    roots = sorted({display_path(r.path.parent) for r in runs})
     lines += [f"Runs: {', '.join(roots)} ({len(runs)} runs; {dt.date.today().isoformat()})", ""]
     return "\n".join(lines)
 
@@ -319,7 +210,7 @@ def write_results(runs: Sequence[Run], out: str | Path, table: str | None, comma
             w.writerow([r.experiment, r.seed, *(r.factors.get(k, "") for k in FACTORS),
                         "" if r.test_acc is None else f"{r.test_acc:.6f}",
                         "" if r.val_acc_best is None else f"{r.val_acc_best:.6f}", r.epochs,
-                        "" if r.w_face is None else f"{r.w_face:.4f}", _shown(r.path)])
+                        "" if r.w_face is None else f"{r.w_face:.4f}", display_path(r.path)])
     return page
 
 

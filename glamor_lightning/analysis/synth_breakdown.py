@@ -116,7 +116,7 @@ def is_synthcaer(root: str | Path) -> bool:
 def breakdown_table(runs: Sequence, labels: dict[str, str] | None = None) -> str | None:
     """Markdown: per setting (a run's `experiment`), the mean accuracy of each group over its runs.
 
-    `runs` are `ablation.Run`s; only those tested on a SynthCAER root with a `predictions.csv` count.
+    `runs` are `ablation_runs.Run`s; only those tested on a SynthCAER root with a `predictions.csv` count.
     None when there is none.
     """
     groups: dict[str, list[dict[str, tuple[int, int]]]] = {}

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from glamor_lightning.analysis import ablation as ab
+from glamor_lightning.analysis import ablation_runs
 
 TABLE4 = ["table4_face", "table4_context_none", "table4_context_standard", "table4_context_gla",
           "table4_context_visible_none", "table4_context_visible_standard", "table4_context_visible_gla",
@@ -121,7 +122,7 @@ def test_results_name_runs_relative_to_the_working_directory(sweep, tmp_path, mo
     assert f"Runs: {sweep.name} (9 runs;" in out.read_text()
     assert "`data.root=/data/synthcaer`" in out.read_text()  # outside the working directory: as it was
     monkeypatch.chdir("/")
-    assert ab._recipe_value({"data": {"root": "/data/synthcaer"}}, "data.root") == "data/synthcaer"
+    assert ablation_runs._recipe_value({"data": {"root": "/data/synthcaer"}}, "data.root") == "data/synthcaer"
     rows = list(csv.DictReader((out.parent / "table4_runs.csv").open()))
     assert all(not Path(r["path"]).is_absolute() and r["path"].startswith(sweep.name) for r in rows)
 
@@ -188,4 +189,4 @@ def test_eval_runs_are_not_collected(sweep):
     ({}, None),
 ])
 def test_protocol_says_whether_training_was_staged(callbacks, shown):
-    assert ab._recipe_value({"callbacks": callbacks}, "callbacks.stages") == shown
+    assert ablation_runs._recipe_value({"callbacks": callbacks}, "callbacks.stages") == shown
