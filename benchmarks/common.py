@@ -38,7 +38,7 @@ class Settings:
     warmup: int = 2  #: untimed calls before the repeats
     repeat_s: float = 1.0  #: a repeat runs enough steps/batches to last about this long
     cell_budget_s: float = 15.0  #: time one figure may take (repeats are cut to `min_repeats` beyond it)
-    slow_call_s: float = 2.0  #: a warm-up call this slow is the only warm-up call
+    slow_call_s: float = 2.0  #: a warm-up call this slow (after the first) ends the warm-up
     batch: int = BATCH
     backbones: tuple[str, ...] = BACKBONES
     full_workers: int = 0  #: loader workers of the full-training figures
@@ -88,16 +88,17 @@ def calls_per_repeat(seconds_per_call: float, s: Settings, at_least: int = 1) ->
 
 
 def warm_up(fn: Callable[[], object], s: Settings) -> float:
-    """`s.warmup` untimed calls (one is enough when a call takes over `s.slow_call_s`: a slow call
-    has warmed everything up); returns the seconds of the last, which sizes the repeats."""
+    """`s.warmup` untimed calls; returns the seconds of the last, which sizes the repeats. The first
+    call pays one-off costs (cuDNN autotuning, allocator growth: seconds on a GPU), so it sizes the
+    repeats only when `s.warmup` is 1; after it, one call over `s.slow_call_s` ends the warm-up."""
     seconds = 0.0
-    for _ in range(max(1, s.warmup)):
+    for i in range(max(1, s.warmup)):
         sync(s.device)
         t0 = time.perf_counter()
         fn()
         sync(s.device)
         seconds = time.perf_counter() - t0
-        if seconds > s.slow_call_s:
+        if i > 0 and seconds > s.slow_call_s:
             break
     return seconds
 

@@ -161,7 +161,7 @@ def table(doc: dict) -> str:
             g = e.get("model_only_grid_ips", {})
             best = e.get("best", {})
             best_name = f"{best.get('precision')}{' CL' if best.get('channels_last') else ''}"
-            lines.append(f"| {b} | {e.get('params', 0):,} | {_f(e.get('forward_gflops_per_image'), 3)} | "
+            lines.append(f"| {b} | {_f(e.get('params'), 0)} | {_f(e.get('forward_gflops_per_image'), 3)} | "
                          + " | ".join(_f(g.get(f"{p}/{f}")) for p in PRECISIONS for f in FORMATS)
                          + f" | {best_name} |")
         lines.append("")

@@ -1,7 +1,9 @@
 """Reading finished training runs: one `Run` per Hydra run folder (setting, seed, recipe, test accuracy).
 
-A run's setting is its `experiment` choice (`.hydra/`), its recipe the resolved config the CSV logger saved
-(`csv/hparams.yaml`), its figures `csv/metrics.csv`. `ablation` tabulates what this reads.
+A run's setting is its `experiment` choice (`.hydra/`) plus any model factor its command line overrides
+(`experiment=table4_both_none model.fusion=add` is a setting of its own), its recipe the resolved config
+the CSV logger saved (`csv/hparams.yaml`), its figures `csv/metrics.csv`. `ablation` tabulates what this
+reads.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import yaml
 
 #: the model components a paper table varies
 FACTORS = ("inputs", "attention", "fusion", "backbone")
+FACTOR_KEYS = {f"model.{k}" for k in FACTORS}
 #: the recipe items the results page states (dotted keys of the resolved train config)
 RECIPE = ("data.root", "trainer.max_epochs", "trainer.precision", "data.batch_size", "model.lr",
           "model.lr_schedule", "model.bn_momentum", "model.gla_batchnorm", "model.pretrained", "callbacks.stages")
@@ -25,7 +28,7 @@ class Run:
     """One finished (or failed) training run, read from its Hydra output folder."""
 
     path: Path
-    experiment: str
+    experiment: str  #: the setting: the experiment name, then any model factor overridden on the command line
     seed: int | None
     factors: dict[str, str]
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -77,13 +80,14 @@ def read_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
     hydra_cfg = _load_yaml(run_dir / ".hydra" / "hydra.yaml")
     cfg = _load_yaml(run_dir / "csv" / "hparams.yaml").get("config") or _load_yaml(run_dir / ".hydra" / "config.yaml")
+    overrides = [str(o) for o in _load_yaml(run_dir / ".hydra" / "overrides.yaml") or []]
     experiment = _get(hydra_cfg, "hydra.runtime.choices.experiment")
     if not experiment:
-        overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml") or []
-        experiment = next((o.split("=", 1)[1] for o in overrides if str(o).startswith("experiment=")), "")
+        experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "")
+    factor_overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in FACTOR_KEYS]
     model = cfg.get("model") or {}
     test, val, epochs, w_face = _read_metrics(run_dir / "csv" / "metrics.csv")
-    return Run(path=run_dir, experiment=str(experiment or "-"), seed=cfg.get("seed"),
+    return Run(path=run_dir, experiment=" ".join([str(experiment or "-"), *factor_overrides]), seed=cfg.get("seed"),
                factors={k: str(model.get(k)) for k in FACTORS if k in model},
                recipe={k: _recipe_value(cfg, k) for k in RECIPE}, test_acc=test, val_acc_best=val, epochs=epochs,
                w_face=w_face)

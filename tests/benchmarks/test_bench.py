@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,22 @@ def test_measure_takes_the_median_after_warmup():
     assert len(t.samples) == 5 and t.per_repeat >= 1
     assert len(calls) == 2 + 5 * t.per_repeat
     assert t.median == sorted(t.samples)[2] and _positive(t.median)
+
+
+def test_a_slow_first_call_does_not_size_the_repeats():
+    """On a GPU the first step of a new shape can take seconds (cuDNN autotuning); sized from it, a
+    repeat would run one step (seen on an H200: 5×1 steps). The second warm-up call sizes them."""
+    s = Settings.make(torch.device("cpu"), quick=True, repeats=3, min_repeats=3, warmup=2, repeat_s=0.2,
+                      slow_call_s=0.1)
+    calls = []
+
+    def step():
+        calls.append(1)
+        time.sleep(0.3 if len(calls) == 1 else 0.005)
+
+    t = common.measure(step, 1, s)
+    assert t.per_repeat >= 10  # 0.2 s / 5 ms = 40 in theory; 1 if sized from the 0.3 s call
+    assert len(calls) == 2 + 3 * t.per_repeat
 
 
 def test_interleaved_repeats_alternate():

@@ -18,7 +18,8 @@ TABLE4 = ["table4_face", "table4_context_none", "table4_context_standard", "tabl
 
 
 def make_run(folder: Path, experiment: str, seed: int, test_acc: float | None, val_best=(0.3, 0.5),
-             inputs="both", attention="gla", fusion="fusion_net", backbone="original", w_face=None) -> Path:
+             inputs="both", attention="gla", fusion="fusion_net", backbone="original", w_face=None,
+             overrides=()) -> Path:
     """A Hydra run folder as `python -m glamor_lightning.train -m ... logger=csv` leaves it."""
     (folder / ".hydra").mkdir(parents=True)
     model = {"backbone": backbone, "attention": attention, "fusion": fusion, "inputs": inputs, "lr": 0.01}
@@ -28,7 +29,7 @@ def make_run(folder: Path, experiment: str, seed: int, test_acc: float | None, v
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
     (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
         {"hydra": {"runtime": {"choices": {"experiment": experiment, "model": "glamor"}}}}))
-    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"experiment={experiment}", f"seed={seed}"]))
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"experiment={experiment}", f"seed={seed}", *overrides]))
     (folder / "csv").mkdir()
     resolved = dict(cfg, data={"root": "/data/synthcaer", "batch_size": 32})
     (folder / "csv" / "hparams.yaml").write_text(yaml.safe_dump({"config": resolved}))
@@ -90,6 +91,19 @@ def test_one_seed_gives_no_std(tmp_path):
     text = ab.markdown_table(ab.find_runs([tmp_path]), params=False)
     assert text.splitlines()[0].startswith("| Fusion | Test acc (%)")  # only the factor that varies
     assert "| add | **70.0** | 50.0 | 1 |" in text and "±" not in text
+
+
+def test_a_model_factor_override_is_a_setting_of_its_own(tmp_path):
+    """`experiment=table4_both_none model.fusion=add` must not be pooled with table4_both_none's runs."""
+    make_run(tmp_path / "0", "table4_both_none", 0, 0.70, attention="none")
+    make_run(tmp_path / "1", "table4_both_none", 0, 0.80, attention="none", fusion="add",
+             overrides=["model.fusion=add", "trainer.max_epochs=30"])
+    runs = ab.find_runs([tmp_path])
+    assert sorted(r.experiment for r in runs) == ["table4_both_none", "table4_both_none model.fusion=add"]
+    rows = ab.markdown_table(runs, params=False).splitlines()[2:]
+    assert len(rows) == 2
+    assert "| fusion net | 70.0 |" in rows[0] and rows[0].endswith("| 1 | `table4_both_none` |")
+    assert "| add | **80.0** |" in rows[1] and rows[1].endswith("| 1 | `table4_both_none model.fusion=add` |")
 
 
 def test_face_weight_column_is_the_last_validation_mean_over_seeds(tmp_path):
