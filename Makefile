@@ -11,8 +11,27 @@ CKPT ?=
 SYNTH := data/synthcaer
 export NO_ALBUMENTATIONS_UPDATE := 1
 
+# The variables a user sets on the command line (`make train BACKBONE=resnet18`), and make's own. Any
+# other NAME=value there is refused: make would take it silently, e.g. `backbone=resnet18` (ignored: the
+# default backbone trains) or an unquoted Hydra override (`ARGS=logger=csv trainer.max_epochs=1`: the
+# second word is a make variable, not an override). Environment variables are never refused.
+KNOWN_VARS := ARGS BACKBONE BENCH_ARGS CKPT DATA OUT PYTHON SEEDS SWEEP TABLE VENV
+MAKE_VARS := MAKEFLAGS MFLAGS GNUMAKEFLAGS MAKEFILES MAKELEVEL SHELL .SHELLFLAGS
+CMDLINE_VARS := $(sort $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+UNKNOWN_VARS := $(filter-out $(KNOWN_VARS) $(MAKE_VARS),$(CMDLINE_VARS))
+# the known variable a name means when only its case differs (`backbone` -> BACKBONE); empty if none
+case_of = $(filter $(shell printf '%s' '$(1)' | tr '[:lower:]' '[:upper:]'),$(KNOWN_VARS))
+ifneq ($(UNKNOWN_VARS),)
+MISCASED := $(foreach v,$(UNKNOWN_VARS),$(if $(call case_of,$(v)),$(v)))
+OVERRIDES := $(filter-out $(MISCASED),$(UNKNOWN_VARS))
+$(error unknown command-line variable $(strip $(foreach v,$(UNKNOWN_VARS),$(v)=$(value $(v))$(if \
+  $(call case_of,$(v)), (did you mean $(call case_of,$(v))=$(value $(v))?),)))$(if $(OVERRIDES),; \
+  quote Hydra overrides: ARGS="$(strip $(ARGS) $(foreach v,$(OVERRIDES),$(v)=$(value $(v))))",); \
+  known: $(KNOWN_VARS))
+endif
+
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test test-full synth clean
+.PHONY: help install train eval test test-full lint format synth clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +61,14 @@ test: $(STAMP) ## run the tests (not the slow ones)
 test-full: $(STAMP) ## run every test, slow ones included
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not gpu"
 
+lint: $(STAMP) ## check style and common bugs with ruff (changes nothing; ruff settings in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## rewrite files in place: ruff's safe fixes (imports sorted, ...), then ruff format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
 clean: ## remove logs and caches (keeps .venv and data)
 	rm -rf logs .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
@@ -50,7 +77,7 @@ clean: ## remove logs and caches (keeps .venv and data)
 SWEEP ?=
 TABLE ?= 4
 SEEDS ?= 0 1 2
-.PHONY: sweep ablation params
+.PHONY: sweep ablation params bench
 
 sweep: $(STAMP) ## create a W&B sweep, print its agent command: make sweep SWEEP=sweeps/table4.yaml (needs `wandb login`)
 	@test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=sweeps/<file>.yaml, one of: $$(echo sweeps/*.yaml)"; exit 2; }

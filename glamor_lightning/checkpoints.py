@@ -22,25 +22,35 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
+from glamor_lightning.checkpoint_files import EXPECTED, MAX_LISTED, file_kind, folder_error
+from glamor_lightning.errors import CheckpointError
+
 if TYPE_CHECKING:
     from glamor_lightning.module import EmotionModule
 
-#: keys listed per kind of mismatch before "… and N more"
-MAX_LISTED = 8
 #: the state-dict prefix of the model's weights (the LightningModule's `net`)
 NET_PREFIX = "net."
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded safely or does not fit its own hyper-parameters."""
-
-
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dictionary, read with the weights-only unpickler (no code from the file runs)."""
+    """The checkpoint dictionary, read with the weights-only unpickler (no code from the file runs).
+
+    A path that is not a checkpoint file is a `CheckpointError` that says what it is instead: a folder
+    (naming the .ckpt files in it), an empty file, or a file whose first bytes show another kind (text,
+    CSV, JSON, an image, ONNX, a zip or pickle not written by `torch.save`...). A missing path is a
+    `FileNotFoundError`.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise folder_error(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes); {EXPECTED} (an interrupted save or copy?)")
+    kind = file_kind(path)
+    if kind is not None:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (it looks like {kind}); {EXPECTED}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -57,8 +67,10 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"Refused to load {path}: it is not a weights-only PyTorch checkpoint (corrupt, not made by "
             f"torch.save, or holding pickled code): {lines[-1] if lines else str(err)[:200]}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+        # a damaged file that starts like a torch.save file: torch's own reason, whatever its type
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (damaged or truncated?): "
+                              f"{type(err).__name__}: {err}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), Mapping):
         raise CheckpointError(f"{path} is not a Lightning checkpoint: no 'state_dict' in it")
     return ckpt

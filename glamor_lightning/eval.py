@@ -1,45 +1,58 @@
 """Hydra entry point: test any checkpoint.  `python -m glamor_lightning.eval ckpt_path=PATH [overrides]`
 
-The model comes from the checkpoint's own hyper-parameters; only the data and trainer come from config.
+The model comes from the checkpoint's own hyper-parameters, and the data from its data contract
+(`data.contract`): the root it was trained on, its split settings, sizes and masking. `data.root=ROOT`
+(`make eval DATA=ROOT`) tests on another root and says so in the log; loader settings (`data.eval_batch_size`,
+`data.num_workers`, ...) apply as given; a size or masking other than the checkpoint's is refused.
 """
+
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
-import lightning as L
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from glamor_lightning.checkpoints import load_module
-from glamor_lightning.hydra_utils import CONF_DIR, callbacks, format_metrics, loggers
+from glamor_lightning.hydra_utils import CONF_DIR, format_metrics
+from glamor_lightning.data.index import check_data_root
+from glamor_lightning.preflight import check_checkpoint_path, report_user_errors
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test the checkpoint `cfg.ckpt_path` on `cfg.data`; return the test metrics."""
-    if not cfg.get("ckpt_path"):
-        raise ValueError("Pass the checkpoint to test: ckpt_path=/path/to/model.ckpt")
-    ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"Checkpoint {ckpt} does not exist")
-    model = load_module(ckpt, map_location="cpu", eval_mode=False)  # weights only; clear errors
-    datamodule = instantiate(cfg.data)
-    if getattr(datamodule, "mask_face", False) is None:
-        datamodule.mask_face = model.net.masks_face
+    """Test the checkpoint `cfg.ckpt_path` on the data it was trained on (or `cfg.data.root`); return the metrics."""
+    ckpt_path = check_checkpoint_path(cfg.get("ckpt_path"))
+    if cfg.data.get("root"):
+        check_data_root(cfg.data.root)
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from glamor_lightning.checkpoints import module_from_checkpoint, read_checkpoint
+    from glamor_lightning.data.contract import datamodule_from_checkpoint
+    from glamor_lightning.hydra_utils import callbacks, finish_loggers, loggers
+    from glamor_lightning.quiet import quiet_third_party_notes
+
+    ckpt = read_checkpoint(ckpt_path)  # weights only; clear errors
+    model = module_from_checkpoint(ckpt, str(ckpt_path), eval_mode=False)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    datamodule = datamodule_from_checkpoint(ckpt, model.data_contract, data, where=str(ckpt_path))
+    log.info("testing %s on %s: %s", ckpt_path, datamodule.root, model.data_contract.describe())
+    quiet_third_party_notes()
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers(cfg), callbacks=callbacks(cfg))
-    trainer.test(model, datamodule=datamodule)
+    try:
+        trainer.test(model, datamodule=datamodule)
+    finally:
+        finish_loggers(trainer)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
-        print(f"\nCheckpoint: {ckpt}\nTest metrics:\n{format_metrics(metrics)}")
+        print(f"\nCheckpoint: {ckpt_path}\nData: {datamodule.root}\nTest metrics:\n{format_metrics(metrics)}")
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    report_user_errors("glamor eval", lambda: evaluate(cfg))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """ONNX export of a trained GLAMOR-Net.
 
-The ONNX model takes `face` float [N, 3, 96, 96] and `context` float [N, 3, 112, 112] (RGB in [0, 1],
-no mean/std: the encoders normalise inside; the context is the masked, 128×171-resized, centre-cropped
-112×112 context), N dynamic, and returns `logits` [N, classes] and `attention` [N, h, w].
+The ONNX model takes `face` float [N, 3, S, S] and `context` float [N, 3, C, C] (RGB in [0, 1], no mean/std:
+the encoders normalise inside; the context is masked as the model was trained, resized and centre-cropped),
+N dynamic, and returns `logits` [N, classes] and `attention` [N, h, w]. S and C are the checkpoint's data
+contract (`data.contract`: face_size, crop_size; 96 and 112 by default), never assumed; the whole contract
+(class names in output order, masking, context size) is written into the file's metadata as
+`glamor.<field>` = JSON value, so an ONNX user can read what the model expects.
 
 It uses PyTorch's TorchScript-based exporter (`torch.onnx.export(..., dynamo=False)`), which runs
 offline with no extra packages and handles every backbone here; torch 2.9+ defaults to the
@@ -11,6 +14,7 @@ both inputs, also a setting that reads only one (e.g. `inputs=face`: its `contex
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from glamor_lightning.data.geometry import CROP_SIZE, FACE_SIZE
+from glamor_lightning.data.contract import DataContract
 
 INPUT_NAMES = ("face", "context")
 OUTPUT_NAMES = ("logits", "attention")
@@ -45,24 +49,39 @@ class ExportWrapper(nn.Module):
         return logits, attention
 
 
-def example_inputs(batch: int = 2, seed: int = 0) -> tuple[Tensor, Tensor]:
+def example_inputs(contract: DataContract, batch: int = 2, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Random float inputs of the sizes the model was trained on."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(batch, 3, FACE_SIZE, FACE_SIZE, generator=g),
-            torch.rand(batch, 3, CROP_SIZE, CROP_SIZE, generator=g))
+    f, c = contract.face_size, contract.crop_size
+    return torch.rand(batch, 3, f, f, generator=g), torch.rand(batch, 3, c, c, generator=g)
 
 
-def export_onnx(net: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
-    """Write `net` (a GlamorNet, or an EmotionModule's `.net`) to `path` as ONNX with a dynamic batch."""
+def export_onnx(net: nn.Module, path: str | os.PathLike, contract: DataContract,
+                opset: int = DEFAULT_OPSET) -> Path:
+    """Write `net` (a GlamorNet, or an EmotionModule's `.net`) to `path` as ONNX with a dynamic batch, its
+    input sizes those of `contract` (the `data_contract` of the module it comes from)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ExportWrapper(net).eval().cpu()
     axes = {"face": {0: "batch"}, "context": {0: "batch"}, "logits": {0: "batch"}, "attention": {0: "batch"}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(wrapper, example_inputs(), str(path), input_names=list(INPUT_NAMES),
+        torch.onnx.export(wrapper, example_inputs(contract), str(path), input_names=list(INPUT_NAMES),
                           output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=opset,
                           do_constant_folding=True, dynamo=False)
+    write_contract_metadata(path, contract)
     return path
+
+
+def write_contract_metadata(path: Path, contract: DataContract) -> None:
+    """Store `contract` in the ONNX file's metadata_props (`glamor.<field>` = JSON value)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in contract.to_dict().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = f"glamor.{key}", json.dumps(value)
+    onnx.save(model, str(path))
 
 
 def onnx_session(path: str | os.PathLike):
@@ -71,9 +90,10 @@ def onnx_session(path: str | os.PathLike):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def check_onnx(net: nn.Module, path: str | os.PathLike, batch: int = 3, seed: int = 1) -> dict[str, float]:
-    """Max absolute difference between ONNX Runtime (CPU) and PyTorch on random inputs."""
-    face, context = example_inputs(batch, seed)
+def check_onnx(net: nn.Module, path: str | os.PathLike, contract: DataContract, batch: int = 3,
+               seed: int = 1) -> dict[str, float]:
+    """Max absolute difference between ONNX Runtime (CPU) and PyTorch on random inputs of `contract`'s sizes."""
+    face, context = example_inputs(contract, batch, seed)
     session = onnx_session(path)
     given = {"face": face.numpy(), "context": context.numpy()}
     feeds = {i.name: given[i.name] for i in session.get_inputs()}  # an unused input may be pruned

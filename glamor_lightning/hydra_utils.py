@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.utils import instantiate
-from lightning import Callback
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:  # the entry points import this before torch and Lightning (see `preflight`)
+    import lightning as L
+    from lightning import Callback
+    from lightning.pytorch.loggers import Logger
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -26,6 +30,18 @@ def callbacks(cfg: DictConfig) -> list[Callback]:
 
 def loggers(cfg: DictConfig) -> list[Logger]:
     return instantiate_group(cfg.get("logger"))
+
+
+def finish_loggers(trainer: "L.Trainer") -> None:
+    """End the W&B run of each WandbLogger: the jobs of an in-process Hydra multirun share one Python
+    process, and without `finish()` the next job would log into this job's run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
 
 
 def format_metrics(metrics: dict) -> str:

@@ -10,14 +10,17 @@ from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from glamor_lightning.data.classes import CLASSES
+from glamor_lightning.data.contract import CHECKPOINT_KEY, DataContract, contract_from_checkpoint, contract_of_datamodule
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
-from glamor_lightning.schedules import make_schedule
+from glamor_lightning.schedules import make_schedule, planned_epochs
 
 # (face uint8 NHWC, context uint8 NHWC, label, row of the data root's faces.csv)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
-#: The losses a training step can count: the fused head's and the auxiliary heads' cross-entropies.
-LOSSES = ("fused", "face", "context")
+#: The losses a step can count, by name: each is the cross-entropy of one head's logits (a `GlamorOutput`
+#: field): the fused prediction's, and the auxiliary face-only and context-only heads'.
+HEAD_LOGITS = {"fused": "logits", "face": "face_logits", "context": "context_logits"}
+LOSSES = tuple(HEAD_LOGITS)
 
 
 def to_float_nchw(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -31,10 +34,10 @@ class EmotionModule(L.LightningModule):
 
     Every argument is a plain value and is saved as a hyper-parameter, so
     `EmotionModule.load_from_checkpoint(path)` rebuilds the model with no config at hand.
-    Optimiser: SGD with momentum, one parameter group per top-level part of the net (named
-    `face_encoder`, `context_encoder`, `attention`, `fusion`, `classifier`, `face_head`,
-    `context_head`), so that `callbacks.stages.StageScheduler` can freeze and re-open parts;
-    schedule by name (see `schedules.make_schedule`).
+    Optimiser: SGD with momentum, one parameter group per top-level part of the net (named after
+    it: `GlamorNet.PARTS`), so that `callbacks.stages.StageScheduler` can freeze and re-open parts;
+    schedule by name (see `schedules.make_schedule`), over the epochs the trainer will train
+    (`schedules.planned_epochs`: max_epochs, or fewer when max_steps ends the run first).
 
     `aux_heads`: auxiliary face-only and context-only heads (`GlamorNet(aux_heads=True)`) for staged
     training, added where the model has both branches (inputs='both'): a single-branch model's one
@@ -53,7 +56,7 @@ class EmotionModule(L.LightningModule):
                  lr: float = 0.01, momentum: float = 0.9,
                  weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "cosine",
                  lr_milestones: Sequence[int] = (25, 40), lr_gamma: float = 0.1, min_lr: float = 0.0,
-                 warmup_epochs: int = 0, channels_last: bool = False, compile: bool | str = False,
+                 warmup_epochs: int = 0, channels_last: bool = True, compile: bool | str = False,
                  aux_heads: bool = False, class_names: Sequence[str] = CLASSES) -> None:
         super().__init__()
         # plain tuples, not Hydra's ListConfig: checkpoints stay loadable with weights_only=True
@@ -65,13 +68,15 @@ class EmotionModule(L.LightningModule):
                              bn_momentum=bn_momentum,
                              aux_heads=bool(aux_heads) and inputs == "both")
         self.class_names = list(class_names)
+        #: what the model's inputs are (`data.contract`): the defaults until `bind_data` or a checkpoint sets it
+        self.data_contract = DataContract(mask_face=self.net.masks_face, class_names=class_names)
         #: weight of each head's loss in the training loss (see the class docstring)
         self.loss_weights: dict[str, float] = {"fused": 1.0}
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         acc = lambda avg: MulticlassAccuracy(num_classes=num_classes, average=avg)  # noqa: E731
         self.train_acc, self.val_acc, self.test_acc = acc("micro"), acc("micro"), acc("micro")
         self.val_acc_face, self.val_acc_context = acc("micro"), acc("micro")  # auxiliary heads
-        self.test_class_acc = acc("none")
+        # per-class accuracy from the confusion matrix: a class without test samples has none (not 0)
         self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
         self.test_n = SumMetric()  # samples tested: under DDP every sample must count once
         self.val_acc_best = MaxMetric()
@@ -92,6 +97,38 @@ class EmotionModule(L.LightningModule):
         cl = self.hparams.channels_last
         return self.net(to_float_nchw(face, cl), to_float_nchw(context, cl))
 
+    # -- the data contract ------------------------------------------------------------------------
+    def bind_data(self, datamodule) -> None:
+        """Make `datamodule` feed this model what it needs, and take its data contract.
+
+        The face is masked out of the context unless the model's setting is `context_visible`
+        (`data.mask_face=null`, the default; an explicit true/false is the user's choice). The data's
+        class names must be the model's. Called by the entry points before fitting, and again in `setup`
+        for code that calls `trainer.fit` itself.
+        """
+        if datamodule.mask_face is None:
+            if getattr(datamodule, "cache", None) is not None and not self.net.masks_face:
+                raise ValueError("the data module built its cache with the face masked before it knew the model "
+                                 f"(inputs={self.net.inputs!r} needs it visible): call "
+                                 "module.bind_data(datamodule) before fitting, or set data.mask_face=false")
+            datamodule.mask_face = self.net.masks_face
+        contract = contract_of_datamodule(datamodule)
+        if tuple(contract.class_names) != tuple(self.class_names):
+            raise ValueError(f"the data's classes {list(contract.class_names)} are not the model's "
+                             f"{self.class_names} (model.class_names)")
+        self.data_contract = contract
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and datamodule is not None and hasattr(datamodule, "mask_face"):
+            self.bind_data(datamodule)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.data_contract.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.data_contract = contract_from_checkpoint(checkpoint, masks_face=self.net.masks_face)
+
     def configure_model(self) -> None:
         """Compile the net in place when `compile` asks for it (once; Lightning calls this per fit/test)."""
         option = self.hparams.get("compile", False)
@@ -99,26 +136,22 @@ class EmotionModule(L.LightningModule):
             self.net.compile(backend="inductor" if option is True else str(option))
             self._compiled = True
 
-    def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, GlamorOutput]:
+    def _step(self, batch: Batch, heads: Sequence[str] = ("fused",)
+              ) -> tuple[dict[str, torch.Tensor], torch.Tensor, GlamorOutput]:
+        """The batch through the model: the losses of `heads` (`head_losses`), the targets and the output."""
         face, context, target = batch[:3]
         out = self(face, context)
-        loss = F.cross_entropy(out.logits.float(), target)
-        return loss, out.logits.argmax(dim=1), target, out
+        return self.head_losses(out, target, heads), target, out
 
     @staticmethod
-    def head_losses(out: GlamorOutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Cross-entropy of every head the model has: `fused`, and `face` / `context` (auxiliary)."""
-        losses = {"fused": F.cross_entropy(out.logits.float(), target)}
-        if out.face_logits is not None:
-            losses["face"] = F.cross_entropy(out.face_logits.float(), target)
-        if out.context_logits is not None:
-            losses["context"] = F.cross_entropy(out.context_logits.float(), target)
-        return losses
+    def head_losses(out: GlamorOutput, target: torch.Tensor, heads: Sequence[str] = LOSSES
+                    ) -> dict[str, torch.Tensor]:
+        """Cross-entropy (in fp32) of each of `heads` (names in `LOSSES`) that the model has."""
+        logits = {name: getattr(out, HEAD_LOGITS[name]) for name in heads}
+        return {name: F.cross_entropy(x.float(), target) for name, x in logits.items() if x is not None}
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        face, context, target = batch[:3]
-        out = self(face, context)
-        losses = self.head_losses(out, target)
+        losses, target, out = self._step(batch, LOSSES)
         unknown = set(self.loss_weights) - set(losses)
         if unknown:
             raise ValueError(f"loss_weights name {sorted(unknown)}, which this model lacks; it has "
@@ -138,7 +171,8 @@ class EmotionModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        loss, preds, target, out = self._step(batch)
+        losses, target, out = self._step(batch)
+        loss, preds = losses["fused"], out.logits.argmax(dim=1)
         self.val_loss(loss, weight=len(target))
         self.val_acc(preds, target)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
@@ -163,10 +197,10 @@ class EmotionModule(L.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         """Returns the batch's predictions for callbacks (reports, attention maps)."""
-        loss, preds, target, out = self._step(batch)
+        losses, target, out = self._step(batch)
+        loss, preds = losses["fused"], out.logits.argmax(dim=1)
         self.test_loss(loss, weight=len(target))
         self.test_acc(preds, target)
-        self.test_class_acc.update(preds, target)
         self.test_confusion.update(preds, target)
         self.test_n.update(torch.tensor(float(len(target)), device=target.device))
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
@@ -175,20 +209,37 @@ class EmotionModule(L.LightningModule):
         return {"row": batch[3], "target": target, "pred": preds, "probs": out.logits.float().softmax(1),
                 "attention": out.attention.float()}
 
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()  # a test interrupted earlier leaves nothing behind
+
     def on_test_epoch_end(self) -> None:
-        per_class = self.test_class_acc.compute()
-        for name, value in zip(self.class_names, per_class):
-            self.log(f"test/acc_{name}", value)
-        self.test_class_acc.reset()
+        """Logs `test/acc_<class>` for every class with test samples; a class without any has no accuracy
+        (`per_class_accuracy.csv` says nan), so nothing is logged for it rather than a false 0."""
+        counts = self.test_confusion.compute()  # synced over DDP ranks: every rank logs the same keys
+        self.test_confusion.reset()
+        for name, correct, samples in zip(self.class_names, counts.diagonal(), counts.sum(dim=1)):
+            if samples > 0:
+                self.log(f"test/acc_{name}", correct.float() / samples)
 
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = torch.optim.SGD(self.param_groups(), lr=hp.lr, momentum=hp.momentum,
                                     weight_decay=hp.weight_decay, nesterov=hp.nesterov)
-        max_epochs = self.trainer.max_epochs if self._trainer is not None and self.trainer.max_epochs else 1
-        scheduler = make_schedule(optimizer, hp.lr_schedule, hp.lr, max(1, max_epochs), hp.lr_milestones,
+        scheduler = make_schedule(optimizer, hp.lr_schedule, hp.lr, self._schedule_epochs(), hp.lr_milestones,
                                   hp.lr_gamma, hp.min_lr, hp.warmup_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def _schedule_epochs(self) -> int:
+        """The epochs the per-epoch schedule spans: those the trainer will train (`schedules.planned_epochs`)."""
+        epochs = planned_epochs(self.trainer) if self._trainer is not None else 1
+        if epochs is None:
+            if self.hparams.lr_schedule == "cosine":
+                raise ValueError(
+                    "model.lr_schedule='cosine' anneals over the run's length, but this run has no known length: "
+                    f"set trainer.max_epochs (now {self.trainer.max_epochs}) or trainer.max_steps (now "
+                    f"{self.trainer.max_steps}), or choose model.lr_schedule=constant or multistep")
+            epochs = 1  # constant and multistep do not depend on the length
+        return max(1, epochs)
 
     def param_groups(self) -> list[dict]:
         """One optimiser parameter group per top-level part of the net, named after it."""

@@ -5,25 +5,26 @@
     for face in predictor.predict("photo.jpg"):          # or an HxWx3 uint8 RGB array
         print(face.box, face.label, face.probability)
 
-For each face MTCNN finds (confidence ≥ `threshold`), the model sees the face crop (96×96, box crop
-as in training) and the whole image with *that* face's box set to zero (the other faces stay visible),
-resized to 128×171 and centre-cropped to 112×112 — exactly the test-time inputs of the data module.
-All faces of one image go through the model as one batch.
+For each face MTCNN finds (confidence ≥ `threshold`), the model sees the face crop (box crop as in
+training) and the whole image with *that* face's box set to zero (the other faces stay visible), resized
+to the context size and centre-cropped — exactly the test-time inputs of the data module. Every size, the
+masking and the class names come from the checkpoint's data contract (`module.data_contract`; by default
+face 96×96, context 128×171, crop 112×112, face masked). All faces of one image go through the model
+as one batch. The files `glamor predict` writes (JSON, annotated PNG, attention figures) are made in
+`glamor_lightning.predict_files`.
 """
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Sequence
 
-import cv2
 import numpy as np
 import torch
 
+from glamor_lightning.annotate import annotate  # noqa: F401  (re-exported: where it used to live)
 from glamor_lightning.data.geometry import face_crop, masked_context
-from glamor_lightning.data.images import is_image_name, read_rgb
+from glamor_lightning.data.images import read_rgb
 from glamor_lightning.data.transforms import PairTransform
 
 Box = tuple[float, float, float, float]
@@ -67,8 +68,8 @@ class Predictor:
     Args:
         module: a trained `EmotionModule` (put in eval mode here).
         device: where the model and MTCNN run.
-        threshold: minimum MTCNN confidence of a face.
-        min_face_size: smallest face MTCNN looks for, in pixels.
+        threshold: minimum MTCNN confidence of a face, in (0, 1].
+        min_face_size: smallest face MTCNN looks for, in pixels (≥ 1; a smaller image has no face).
         detector: a ready `FaceDetector` (else one is made).
     """
 
@@ -78,14 +79,16 @@ class Predictor:
 
         self.device = torch.device(device)
         self.module = module.to(self.device).eval()
-        self.classes = list(module.class_names)
+        #: the model's inputs: sizes, masking and class names (`glamor_lightning.data.contract`)
+        self.contract = module.data_contract
+        self.classes = list(self.contract.class_names)
         self.detector = detector or FaceDetector(device=self.device, threshold=threshold,
                                                  min_face_size=min_face_size)
-        self._transform = PairTransform(train=False)
+        self._transform = PairTransform(train=False, crop_size=self.contract.crop_size)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", threshold: float = 0.9,
-                        min_face_size: int = 20) -> "Predictor":
+                        min_face_size: int = 20) -> Predictor:
         """Load a checkpoint safely (weights only, see `glamor_lightning.checkpoints`)."""
         from glamor_lightning.checkpoints import load_module
 
@@ -94,16 +97,25 @@ class Predictor:
 
     @property
     def threshold(self) -> float:
+        """The minimum MTCNN confidence of a face."""
         return self.detector.threshold
 
+    @property
+    def min_face_size(self) -> int:
+        """The smallest face MTCNN looks for, in pixels."""
+        return self.detector.min_face_size
+
+    def face_inputs(self, image: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        """What the model sees of the face at `box` of an RGB uint8 image: the face crop (face_size²) and
+        the image with that box zeroed (when the contract masks it), resized to context_size and
+        centre-cropped (crop_size²); both HxWx3 uint8."""
+        c = self.contract
+        return self._transform(face_crop(image, box, size=c.face_size),
+                               masked_context(image, box, size_hw=c.context_size, mask=c.mask_face), 0)
+
     def model_inputs(self, image: np.ndarray, boxes: Sequence[Box]) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 NHWC batches (faces 96×96, contexts 112×112) of the faces `boxes` of one image."""
-        mask = bool(getattr(self.module.net, "masks_face", True))
-        faces, contexts = [], []
-        for box in boxes:
-            face, ctx = self._transform(face_crop(image, box), masked_context(image, box, mask=mask), 0)
-            faces.append(face)
-            contexts.append(ctx)
+        """uint8 NHWC batches (faces, contexts: `face_inputs` of each box) of the faces `boxes` of one image."""
+        faces, contexts = zip(*(self.face_inputs(image, box) for box in boxes))
         return torch.from_numpy(np.stack(faces)), torch.from_numpy(np.stack(contexts))
 
     @torch.no_grad()
@@ -138,99 +150,3 @@ class Predictor:
         detections = self.detector.detect(arrays)
         return [self.classify(im, [d.box for d in dets], [d.score for d in dets], attention=attention)
                 for im, dets in zip(arrays, detections)]
-
-
-# -- output files ---------------------------------------------------------------------------------
-_COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-            (240, 50, 230), (210, 245, 60)]
-
-
-def annotate(image: np.ndarray, predictions: Sequence[FacePrediction]) -> np.ndarray:
-    """A copy of the RGB image with each face's box and `label probability` drawn."""
-    out = np.ascontiguousarray(image).copy()
-    h, w = out.shape[:2]
-    scale = max(0.4, min(h, w) / 700.0)
-    thick = max(1, int(round(2 * scale)))
-    for i, p in enumerate(predictions):
-        colour = _COLOURS[i % len(_COLOURS)]
-        x1, y1, x2, y2 = (int(round(v)) for v in p.box)
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
-        text = f"{p.label} {p.probability:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        ty = y1 - 4 if y1 - th - base - 4 >= 0 else min(h - 1, y2 + th + 4)
-        cv2.rectangle(out, (x1, ty - th - base), (min(w - 1, x1 + tw + 4), ty + base), colour, -1)
-        cv2.putText(out, text, (x1 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
-                    cv2.LINE_AA)
-    return out
-
-
-def expand_inputs(items: Iterable[str | os.PathLike], recursive: bool = False) -> list[Path]:
-    """Files as given, and the image files of directories (sorted); a missing path raises."""
-    files: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = p.rglob("*") if recursive else p.iterdir()
-            files += sorted(f for f in found if f.is_file() and is_image_name(f.name))
-        elif p.exists():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or directory")
-    return files
-
-
-@dataclass
-class ImageResult:
-    """What `predict_files` did with one input file."""
-
-    path: Path
-    json_path: Path
-    image_path: Path | None
-    faces: list[FacePrediction]
-    error: str | None = None
-
-
-def predict_files(predictor: Predictor, files: Sequence[Path], out_dir: str | os.PathLike,
-                  attention: bool = False) -> list[ImageResult]:
-    """Predict every file; write `<stem>.png` (annotated) and `<stem>.json` per image into `out_dir`
-    (and `<stem>_face<i>*.png` attention figures on request). An unreadable file gets a JSON with an
-    `error` and no PNG; the others go on."""
-    from glamor_lightning.analysis.attention_maps import draw_box, write_triplet
-    from glamor_lightning.data.images import BadImageError
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()
-    results = []
-    for path in files:
-        name = path.stem
-        k = 1
-        while name in used:  # two inputs with the same name from different folders
-            name, k = f"{path.stem}_{k}", k + 1
-        used.add(name)
-        record: dict = {"image": str(path)}
-        json_path = out_dir / f"{name}.json"
-        try:
-            image = read_rgb(path)
-        except BadImageError as err:
-            record.update(error=str(err), faces=[])
-            json_path.write_text(json.dumps(record, indent=2))
-            results.append(ImageResult(path, json_path, None, [], str(err)))
-            continue
-        faces = predictor.predict(image, attention=attention)
-        record.update(width=int(image.shape[1]), height=int(image.shape[0]), threshold=predictor.threshold,
-                      faces=[f.to_dict() for f in faces])
-        if not faces:
-            record["message"] = f"no face found (MTCNN confidence threshold {predictor.threshold})"
-        image_path = out_dir / f"{name}.png"
-        cv2.imwrite(str(image_path), cv2.cvtColor(annotate(image, faces), cv2.COLOR_RGB2BGR))
-        if attention:
-            mask = bool(getattr(predictor.module.net, "masks_face", True))
-            for i, f in enumerate(faces):
-                _, ctx = predictor._transform(face_crop(image, f.box), masked_context(image, f.box, mask=mask), 0)
-                files_i = write_triplet(out_dir, f"{name}_face{i}", draw_box(image, f.box), ctx, f.attention,
-                                        title=f"face {i}: {f.label} {f.probability:.2f}")
-                record["faces"][i]["attention_figure"] = files_i["panels"].name
-        json_path.write_text(json.dumps(record, indent=2))
-        results.append(ImageResult(path, json_path, image_path, faces))
-    return results

@@ -2,12 +2,37 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+if TYPE_CHECKING:
+    import lightning as L
+
 SCHEDULES = ("constant", "multistep", "cosine")
+
+
+def planned_epochs(trainer: L.Trainer) -> int | None:
+    """The number of epochs `trainer.fit` will train (the last one may be partial), None when unbounded.
+
+    `trainer.max_epochs` bounds it, and so does `trainer.max_steps` (optimiser steps: the training
+    batches of an epoch, after `limit_train_batches`, divided by `accumulate_grad_batches`), whichever ends
+    training first. With `max_epochs=null` Lightning sets max_epochs to -1 (no bound), so a per-epoch
+    schedule sized by max_epochs alone would end after the first epoch. None: neither bounds training
+    (only `max_time`, or nothing), or the loader has no length and max_epochs is not set.
+    """
+    max_epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
+    if trainer.max_steps is None or trainer.max_steps < 0:
+        return max_epochs
+    if trainer.train_dataloader is None:  # as `Trainer.estimated_stepping_batches` does
+        trainer.fit_loop.setup_data()
+    batches = trainer.num_training_batches
+    if not batches or math.isinf(batches):
+        return max_epochs
+    steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
+    by_steps = math.ceil(trainer.max_steps / steps_per_epoch)
+    return by_steps if max_epochs is None else min(max_epochs, by_steps)
 
 
 def make_schedule(optimizer: Optimizer, name: str, lr: float, max_epochs: int,

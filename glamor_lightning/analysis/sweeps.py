@@ -3,8 +3,8 @@
     python -m glamor_lightning.analysis.sweeps check sweeps/*.yaml
     python -m glamor_lightning.analysis.sweeps create sweeps/table4.yaml [--project P] [--entity E]
 
-`check` needs no network: the method and metric are valid, the metric is one the LightningModule
-logs, the command runs the Hydra entry point as a module with `${args_no_hyphens}`, and every grid
+`check` needs no network: the method and goal are valid, the metric is one of `SWEEP_METRICS`, the
+command runs the Hydra entry point as a module with `${args_no_hyphens}`, and every grid
 point (the parameters as Hydra overrides, formatted as the W&B agent formats them) composes into a
 train config whose model and data module instantiate. `create` checks first, then runs
 `wandb sweep` (only when W&B credentials exist, and with a time limit) and prints the agent command.
@@ -12,16 +12,13 @@ train config whose model and data module instantiate. `create` checks first, the
 from __future__ import annotations
 
 import argparse
-import ast
-import inspect
 import itertools
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,57 +35,10 @@ MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphen
           "${args_override_hydra}"}
 #: how long `wandb sweep` may take to answer before `create` gives up (it must never hang)
 CREATE_TIMEOUT_S = 60
-
-
-# --- the metrics the LightningModule logs ---------------------------------------------------------
-
-
-@dataclass
-class MetricNames:
-    """Metric names as the loggers (W&B included) receive them: exact names and f-string patterns."""
-
-    exact: set[str] = field(default_factory=set)
-    patterns: list[re.Pattern[str]] = field(default_factory=list)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and (name in self.exact or any(p.fullmatch(name) for p in self.patterns))
-
-    def describe(self) -> str:
-        return ", ".join(sorted(self.exact) + [p.pattern for p in self.patterns])
-
-    @classmethod
-    def of(cls, names: Iterable[str]) -> MetricNames:
-        return cls(exact=set(names))
-
-
-def _is_true(node: ast.AST | None) -> bool:
-    return isinstance(node, ast.Constant) and node.value is True
-
-
-def logged_metric_names(module_class: type | None = None) -> MetricNames:
-    """The names `self.log(...)` calls in the LightningModule's source log, read from its AST.
-
-    A literal name is exact; an f-string name becomes a pattern (`test/acc_{name}` → `test/acc_.+`).
-    Like Lightning, a metric logged with both `on_step=True` and `on_epoch=True` reaches the loggers as
-    `NAME_step` and `NAME_epoch` only. Names made at run time from variables are not seen.
-    """
-    if module_class is None:
-        from glamor_lightning.module import EmotionModule as module_class
-    tree = ast.parse(inspect.getsource(inspect.getmodule(module_class)))
-    found = MetricNames()
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "log"
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == "self" and node.args):
-            continue
-        kw = {k.arg: k.value for k in node.keywords}
-        suffixes = ["_step", "_epoch"] if _is_true(kw.get("on_step")) and _is_true(kw.get("on_epoch")) else [""]
-        name = node.args[0]
-        if isinstance(name, ast.Constant) and isinstance(name.value, str):
-            found.exact.update(name.value + s for s in suffixes)
-        elif isinstance(name, ast.JoinedStr):
-            regex = "".join(re.escape(v.value) if isinstance(v, ast.Constant) else ".+" for v in name.values)
-            found.patterns.extend(re.compile(regex + re.escape(s)) for s in suffixes)
-    return found
+#: the metrics a sweep may optimise: the validation metrics, which every training run logs once per epoch
+#: under these exact names (tests/e2e/test_train_eval.py checks them against a real run's logged columns).
+#: Test metrics are left out on purpose: settings are chosen on the validation split.
+SWEEP_METRICS = ("val/acc_best", "val/acc", "val/loss")
 
 
 # --- grid points ------------------------------------------------------------------------------------
@@ -193,10 +143,9 @@ def _root_cause(err: BaseException) -> str:
 # --- the checker ----------------------------------------------------------------------------------------
 
 
-def check_sweep(path: str | os.PathLike[str], metrics: MetricNames | None = None,
-                instantiate: bool = True) -> list[str]:
-    """Every problem of the sweep file at `path` (empty: fine). `metrics`: names the module logs
-    (default: read from the LightningModule's source)."""
+def check_sweep(path: str | os.PathLike[str], instantiate: bool = True) -> list[str]:
+    """Every problem of the sweep file at `path` (empty: fine); `instantiate=False` composes each grid
+    point without building its model and data module."""
     path = Path(path)
     errors: list[str] = []
     try:
@@ -215,9 +164,9 @@ def check_sweep(path: str | os.PathLike[str], metrics: MetricNames | None = None
     else:
         if metric.get("goal") not in GOALS:
             errors.append(f"metric goal must be one of {', '.join(GOALS)}; got {metric.get('goal')!r}")
-        metrics = metrics if metrics is not None else logged_metric_names()
-        if metric["name"] not in metrics:
-            errors.append(f"metric {metric['name']!r} is not logged by the module (logged: {metrics.describe()})")
+        if metric["name"] not in SWEEP_METRICS:
+            errors.append(f"metric {metric['name']!r} is not one a sweep may optimise; use one of "
+                          f"{', '.join(SWEEP_METRICS)}")
 
     command = sweep.get("command")
     if not isinstance(command, list) or not all(isinstance(c, str) for c in command):

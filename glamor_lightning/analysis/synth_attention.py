@@ -31,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from glamor_lightning.commands.attention import DEFAULT_ROOT
 from glamor_lightning.data.geometry import CONTEXT_SIZE, CROP_SIZE, Box
+
+#: where `make synth` puts SynthCAER (for --visibility without --data)
+DEFAULT_ROOT = "data/synthcaer"
 
 
 def crop_box(box: Box, image_hw: tuple[int, int], context_hw: tuple[int, int], crop: int) -> Box:
@@ -130,7 +132,7 @@ def companion_visibility(root: str | Path, split: str = "test", context_hw: tupl
 
 def main(argv: Sequence[str] | None = None) -> int:
     from glamor_lightning.checkpoints import module_from_checkpoint, read_checkpoint
-    from glamor_lightning.commands.attention import checkpoint_datamodule
+    from glamor_lightning.data.contract import test_ready_datamodule
 
     p = argparse.ArgumentParser(prog="python -m glamor_lightning.analysis.synth_attention", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             module = module_from_checkpoint(ckpt, path)
             if module.hparams.inputs == "face":
                 raise ValueError(f"{path}: a face-only model has no context attention to measure")
-            r = measure(module, checkpoint_datamodule(ckpt, args.data, module))
+            r = measure(module, test_ready_datamodule(ckpt, module.data_contract, args.data, where=path))
             print(f"| {path} | {module.hparams.inputs} | {module.hparams.attention} | {r.images} | "
                   f"{100 * r.companion_mass:.1f} | {100 * r.distractor_mass:.1f} | {r.companion_lift:.2f} | {r.distractor_lift:.2f} | "
                   f"{100 * r.companion_first:.1f} | {100 * r.chance_first:.1f} |", flush=True)

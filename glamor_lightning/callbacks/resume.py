@@ -18,13 +18,16 @@ states; the rest is here and in the data module:
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.callbacks import LearningRateMonitor as _LearningRateMonitor
+from lightning.pytorch.trainer.states import TrainerFn
 
 
 def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
@@ -45,28 +48,54 @@ class StepSeed(Callback):
             torch.manual_seed(step_seed(int(self.seed), trainer.current_epoch, batch_idx, trainer.global_rank))
 
 
-class LastCheckpoint(ModelCheckpoint):
+class LastCheckpoint(Checkpoint):
     """Writes `last.ckpt` after every epoch (after its validation) and, with `every_n_train_steps=n`,
     every n training steps inside an epoch as well, so a killed run loses at most n steps.
 
     Lightning 2.6's `ModelCheckpoint(save_last=True, monitor=...)` writes `last.ckpt` only when it
     also writes a top-k checkpoint, so `last.ckpt` stops following the run once the monitored metric
     stops improving; this callback always writes it (the top-k one keeps `save_last: false`).
+    It uses public API only (`Trainer.save_checkpoint`, on every process, as DDP needs) and writes
+    atomically: a temporary file renamed over `last.ckpt` on global rank 0, so a run killed while saving
+    leaves the previous `last.ckpt` whole. It is a `Checkpoint`, which Lightning runs after the other
+    callbacks and after the module's epoch-end hooks, so `last.ckpt` holds the epoch's whole state.
     An epoch's last batch is left to the epoch-end save that follows its validation: Lightning (2.6)
     cannot resume a checkpoint taken on an epoch's last batch before its validation (it would skip that
-    validation and the epoch's learning-rate step). Other arguments as `ModelCheckpoint`'s; it keeps no
-    top-k and monitors nothing. Put it after the top-k `ModelCheckpoint`, so that `last.ckpt` holds
-    that callback's updated best path and score.
+    validation and the epoch's learning-rate step). Put it after the top-k `ModelCheckpoint`, so that
+    `last.ckpt` holds that callback's updated best path and score.
+
+    Args:
+        dirpath: the folder of `last.ckpt` (a local path); None: `<trainer.default_root_dir>/checkpoints`.
+        every_n_train_steps: also save every this many optimiser steps (0: only after every epoch).
     """
 
-    def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 0, **kwargs: Any) -> None:
-        super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps or 0, every_n_epochs=0,
-                         save_top_k=0, save_last=True, monitor=None, **kwargs)
+    FILENAME = "last.ckpt"
+    #: it keeps no best checkpoint (`trainer.checkpoint_callback` is this callback when no top-k one runs)
+    best_model_path = ""
+
+    def __init__(self, dirpath: str | os.PathLike | None = None, every_n_train_steps: int = 0) -> None:
+        self.dirpath = dirpath
         self.every_n_steps = int(every_n_train_steps or 0)
+        self._saved_at: int | None = None  # the global step of the last save (a step is saved once)
+
+    def path(self, trainer: L.Trainer) -> Path:
+        """Where `last.ckpt` goes."""
+        return Path(self.dirpath if self.dirpath is not None else Path(trainer.default_root_dir) / "checkpoints",
+                    self.FILENAME)
 
     def _save_last(self, trainer: L.Trainer) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if (trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING
+                or self._saved_at == trainer.global_step):
+            return
+        path = self.path(trainer)
+        tmp = path.with_name(f".{path.name}.tmp")
+        if trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp, weights_only=False)  # every process takes part; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+        trainer.strategy.barrier("LastCheckpoint")
+        self._saved_at = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -76,12 +105,7 @@ class LastCheckpoint(ModelCheckpoint):
         self._save_last(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_last(trainer)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._save_last(trainer)
+        self._save_last(trainer)  # Lightning runs the epoch's validation before this hook
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save_last(trainer)  # a run stopped by max_steps mid-epoch; nothing when already saved

@@ -6,11 +6,21 @@ the spirit of Lightning's `BaseFinetuning`: a list of stages, each with
 
 - `start`: the epoch it starts at (an int), or a fraction of `trainer.max_epochs` (a float in [0, 1],
   rounded down), so that one schedule fits runs of any length;
-- `train`: the parts of `GlamorNet` that learn (`all`, or names among `PARTS`); the others are frozen;
+- `train`: the parts of `GlamorNet` that learn (`all`, or names among `GlamorNet.PARTS`); the others are
+  frozen;
 - `losses`: which heads' cross-entropies count, with weights (`fused`, and the auxiliary `face` and
   `context` heads that `EmotionModule(aux_heads=...)` adds);
 - `lr_factor` (default 1): multiplies the learning rate of the parts this stage *re-opens* (parts that
   trained in an earlier stage, were frozen in the stage before this one, and train again).
+
+The schedule itself is configuration: `callbacks.stages.stages` in `conf/callbacks/default.yaml` is the
+one place it is written (this class has no default schedule).
+
+A stage that re-opens parts starts their optimiser state afresh (SGD: the momentum buffers), once, as it
+begins: the buffers still hold gradients of an earlier stage's loss (the auxiliary heads'), which would
+otherwise push the first steps of the new stage. The stage the run last entered is in the callback's
+checkpoint state, so a run resumed after the re-open keeps its momentum, and one resumed before it
+clears it when it gets there, as the uninterrupted run does; every DDP process clears the same state.
 
 How a part is frozen, and why this way (DDP):
 
@@ -49,23 +59,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from glamor_lightning.models.glamor import GlamorNet
 from glamor_lightning.module import LOSSES  # the losses a stage can count (`EmotionModule.head_losses`)
 
 log = logging.getLogger(__name__)
 
 #: The parts of `GlamorNet` a stage can train (its top-level modules, one optimiser group each).
-PARTS = ("face_encoder", "context_encoder", "attention", "fusion", "classifier", "face_head", "context_head")
-
-ENCODERS = ["face_encoder", "context_encoder", "attention"]
-
-#: branches (encoders + auxiliary heads, 40 % of the epochs) → fusion (fusion net and classifier on
-#: frozen encoders, 20 %) → joint (everything but the auxiliary heads, fused loss, 40 %)
-DEFAULT_STAGES: list[dict[str, Any]] = [
-    {"name": "branches", "start": 0, "train": [*ENCODERS, "face_head", "context_head"],
-     "losses": {"face": 1.0, "context": 1.0}},
-    {"name": "fusion", "start": 0.4, "train": ["fusion", "classifier"], "losses": {"fused": 1.0}},
-    {"name": "joint", "start": 0.6, "train": [*ENCODERS, "fusion", "classifier"], "losses": {"fused": 1.0}},
-]
+PARTS = GlamorNet.PARTS
 
 
 @dataclass(frozen=True)
@@ -119,14 +119,16 @@ class StageScheduler(Callback):
 
     Args:
         stages: stage specs (mappings with `name`, `start`, `train`, `losses`, `lr_factor`); the
-            first must start at epoch 0. Default: `DEFAULT_STAGES`.
+            first must start at epoch 0. The paper's schedule is `callbacks.stages.stages` in
+            `conf/callbacks/default.yaml`.
         enabled: False makes the callback do nothing (the configs keep the schedule at hand, off).
     """
 
-    def __init__(self, stages: Sequence[Mapping[str, Any]] | None = None, enabled: bool = True) -> None:
-        specs = DEFAULT_STAGES if stages is None else list(stages)
+    def __init__(self, stages: Sequence[Mapping[str, Any]] | None, enabled: bool = True) -> None:
+        specs = list(stages or [])
         if not specs:
-            raise ValueError("StageScheduler needs at least one stage")
+            raise ValueError("StageScheduler needs at least one stage (callbacks.stages.stages; the paper's "
+                             "schedule is in conf/callbacks/default.yaml)")
         self.stages = [Stage.parse(s, i) for i, s in enumerate(specs)]
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
@@ -135,6 +137,7 @@ class StageScheduler(Callback):
         self.active = self.enabled
         self.starts: list[int] = []
         self.index: int | None = None  #: the stage in force
+        self.entered: int | None = None  #: the stage whose start (the re-opened parts' reset) is done
         self.frozen: frozenset[str] = frozenset()
         self._parts: dict[str, nn.Module] = {}
         self._loaded: dict[str, Any] | None = None
@@ -207,9 +210,21 @@ class StageScheduler(Callback):
                            f"{stage.losses}" + (f"; lr x{stage.lr_factor} for {sorted(self.reopened(index))}"
                                                 if self.reopened(index) and stage.lr_factor != 1 else "") + ")")
         self.index = index
+        if index != self.entered:  # once per stage: not again for a run resumed inside it
+            self._reset_optimizer_state(trainer, self.reopened(index))
+            self.entered = index
         self.frozen = frozenset(name for name in self._parts if name not in stage.train)
         pl_module.loss_weights = {k: stage.losses.get(k, 0.0) for k in LOSSES}
         self._enforce(trainer)
+
+    @staticmethod
+    def _reset_optimizer_state(trainer: L.Trainer, parts: frozenset[str]) -> None:
+        """Drop the optimiser state (SGD: momentum buffers) of `parts`: their next step starts afresh."""
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                if group.get("name") in parts:
+                    for p in group["params"]:
+                        optimizer.state.pop(p, None)
 
     def _enforce(self, trainer: L.Trainer) -> None:
         """BatchNorm modes and learning rates of the stage in force (idempotent, cheap)."""
@@ -289,3 +304,4 @@ class StageScheduler(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._loaded = dict(state_dict)
+        self.entered = state_dict.get("stage")  # the checkpoint's stage has already begun

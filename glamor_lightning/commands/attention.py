@@ -10,42 +10,21 @@ split settings default to those the checkpoint was trained with. A model with `a
 from __future__ import annotations
 
 import argparse
-import inspect
 from pathlib import Path
 
-DEFAULT_ROOT = "data/synthcaer"
-
-
-def checkpoint_datamodule(ckpt: dict, root: str | None, module):
-    """The test-ready data module a checkpoint was trained on (or over `root`), with its sizes and split."""
-    from glamor_lightning.data.datamodule import EmotionDataModule
-
-    saved = dict(ckpt.get("datamodule_hyper_parameters") or {})
-    accepted = set(inspect.signature(EmotionDataModule.__init__).parameters) - {"self"}
-    keep = ("root", "val_from", "val_fraction", "seed", "no_face", "face_size", "context_size", "crop_size",
-            "cache_dir")
-    kwargs = {k: saved[k] for k in keep if k in saved and k in accepted}
-    if root is not None:
-        kwargs["root"] = root
-        kwargs.pop("cache_dir", None)
-    kwargs.setdefault("root", DEFAULT_ROOT)
-    if not Path(kwargs["root"]).is_dir():
-        raise FileNotFoundError(f"data root {kwargs['root']} does not exist: pass --data ROOT")
-    dm = EmotionDataModule(**kwargs, batch_size=32, cache_workers=0, mask_face=module.net.masks_face)
-    dm.prepare_data()
-    dm.setup("test")
-    return dm
+from glamor_lightning.arguments import output_folder, positive_int
 
 
 def _attention(args: argparse.Namespace) -> int:
     from glamor_lightning.analysis.attention_maps import write_attention_figures
     from glamor_lightning.checkpoints import module_from_checkpoint, read_checkpoint
+    from glamor_lightning.data.contract import test_ready_datamodule
 
     ckpt = read_checkpoint(args.ckpt)
     module = module_from_checkpoint(ckpt, args.ckpt)
     if args.device != "cpu":
         module.to(args.device)
-    dm = checkpoint_datamodule(ckpt, args.data, module)
+    dm = test_ready_datamodule(ckpt, module.data_contract, args.data, where=args.ckpt)
     records = write_attention_figures(module, dm, args.split, args.n, args.out)
     hp = module.hparams
     note = " (attention=none: average pooling, the maps are uniform)" if hp.attention == "none" else ""
@@ -59,10 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attention", help="attention-map figures of a checkpoint on a data split",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="a checkpoint trained by glamor_lightning.train")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=output_folder, help="output folder")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="default test")
-    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("--n", type=positive_int, default=16, help="number of images, at least 1 (default 16)")
     p.add_argument("--data", default=None,
-                   help=f"data root (default: the checkpoint's training root, else {DEFAULT_ROOT})")
+                   help="data root (default: the root the checkpoint was trained on)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     p.set_defaults(func=_attention)

@@ -1,15 +1,18 @@
 """`glamor predict --ckpt CKPT IMAGE_OR_DIR... --out DIR`: emotions of every face in your own photos.
 
-Per input image, OUT gets `<name>.png` (boxes, labels, probabilities drawn) and `<name>.json`
-(`faces`: box, MTCNN score, label, probability, per-class probabilities; an image with no face has
-`faces: []` and a `message`; an unreadable file has an `error`). `--attention` adds, per face,
-`<name>_face<i>.png` (original with the box, masked context, attention overlay) and the three panels
+Per input image, OUT gets `<name>.png` (boxes and labels `#1 Happy 0.93` drawn) and `<name>.json`
+(`faces`, most confident first: number (the `#k` on the image), box, MTCNN score, label, probability,
+per-class probabilities; an image with no face, or smaller than --min-face-size, has `faces: []` and a
+`message`; an unreadable file has an `error`). `--attention` adds, per face k, `<name>_face<k>.png`
+(original with the box, masked context, attention overlay with its colour scale) and the three panels
 as separate files.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+
+from glamor_lightning.arguments import output_folder, positive_int, probability
 
 
 def _device(name: str) -> str:
@@ -21,7 +24,8 @@ def _device(name: str) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from glamor_lightning.predict import Predictor, expand_inputs, predict_files
+    from glamor_lightning.predict import Predictor
+    from glamor_lightning.predict_files import expand_inputs, predict_files
 
     files = expand_inputs(args.inputs, recursive=args.recursive)
     if not files:
@@ -35,9 +39,9 @@ def _predict(args: argparse.Namespace) -> int:
             failed += 1
             print(f"glamor predict: skipped {r.error}", file=sys.stderr)
         elif not r.faces:
-            print(f"{r.path}: no face found -> {r.json_path}")
+            print(f"{r.path}: {r.message} -> {r.json_path}")
         else:
-            found = ", ".join(f"{f.label} {f.probability:.2f}" for f in r.faces)
+            found = ", ".join(f"#{k} {f.label} {f.probability:.2f}" for k, f in enumerate(r.faces, start=1))
             print(f"{r.path}: {len(r.faces)} face(s): {found} -> {r.image_path}")
     print(f"{len(results) - failed} image(s) predicted, {failed} unreadable; results in {args.out}")
     return 1 if failed else 0
@@ -48,9 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
     p.add_argument("--ckpt", required=True, help="a checkpoint trained by glamor_lightning.train")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--threshold", type=float, default=0.9, help="minimum MTCNN face confidence (default 0.9)")
-    p.add_argument("--min-face-size", type=int, default=20, help="smallest face to look for, pixels (default 20)")
+    p.add_argument("--out", required=True, type=output_folder, help="output folder")
+    p.add_argument("--threshold", type=probability, default=0.9,
+                   help="minimum MTCNN face confidence, in (0, 1] (default 0.9)")
+    p.add_argument("--min-face-size", type=positive_int, default=20,
+                   help="smallest face to look for, pixels, at least 1 (default 20)")
     p.add_argument("--attention", action="store_true", help="also write an attention figure per face")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")

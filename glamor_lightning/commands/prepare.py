@@ -18,6 +18,36 @@ import signal
 import time
 from pathlib import Path
 
+#: the smallest SynthCAER image (width, height): the renderer's heads are 24-60 px tall (at most 0.45 of
+#: the height) and a companion must fit beside the target
+MIN_SYNTH_SIZE = (96, 54)
+
+
+def _int_at_least(low: int, why: str = ""):
+    """An argparse `type` for whole numbers >= `low`: anything else is a one-line argument error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}{why}")
+        return value
+
+    parse.__name__ = f"int >= {low}"  # argparse names the type in some messages
+    return parse
+
+
+def _fraction(text: str) -> float:
+    """An argparse `type` for a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]")
+    return value
+
 
 def _synth(args: argparse.Namespace) -> int:
     from glamor_lightning.data.synth import SynthConfig, generate
@@ -35,15 +65,21 @@ def _synth(args: argparse.Namespace) -> int:
 def _add_synth(steps: argparse._SubParsersAction) -> None:
     p = steps.add_parser("synth", help="generate SynthCAER (images + faces.csv with true boxes)")
     p.add_argument("out", help="output root, e.g. data/synthcaer")
-    p.add_argument("--per-class", type=int, default=400, help="train images per class (default 400)")
-    p.add_argument("--per-class-val", type=int, default=80, help="val images per class (default 80)")
-    p.add_argument("--per-class-test", type=int, default=120, help="test images per class (default 120)")
-    p.add_argument("--width", type=int, default=320)
-    p.add_argument("--height", type=int, default=180)
-    p.add_argument("--weak-fraction", type=float, default=0.4,
+    size = " px: SynthCAER's renderer needs images of at least {}×{} px (width×height)".format(*MIN_SYNTH_SIZE)
+    p.add_argument("--per-class", type=_int_at_least(1, " (a data set needs training images)"), default=400,
+                   help="train images per class (default 400)")
+    p.add_argument("--per-class-val", type=_int_at_least(0), default=80, help="val images per class (default 80)")
+    p.add_argument("--per-class-test", type=_int_at_least(0), default=120,
+                   help="test images per class (default 120)")
+    p.add_argument("--width", type=_int_at_least(MIN_SYNTH_SIZE[0], size), default=320,
+                   help=f"image width (default 320, at least {MIN_SYNTH_SIZE[0]})")
+    p.add_argument("--height", type=_int_at_least(MIN_SYNTH_SIZE[1], size), default=180,
+                   help=f"image height (default 180, at least {MIN_SYNTH_SIZE[1]})")
+    p.add_argument("--weak-fraction", type=_fraction, default=0.4,
                    help="fraction of target faces with a weak, nearly neutral expression (default 0.4)")
-    p.add_argument("--max-distractors", type=int, default=2, help="0..N bystanders per image (default 2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-distractors", type=_int_at_least(0), default=2,
+                   help="0..N bystanders per image (default 2)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     p.set_defaults(func=_synth)
 
@@ -68,13 +104,16 @@ def _detect(args: argparse.Namespace) -> int:
     def stop(signum, frame):  # `kill` (SIGTERM, e.g. a cluster's time limit) saves as Ctrl-C does
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
-    layout = scan_root(args.root)
-    print(layout.summary())
-    summary = detect_root(args.root, device=args.device, batch_size=args.batch_size, policy=args.policy,
-                          threshold=args.threshold, min_face_size=args.min_face_size,
-                          flush_every=args.flush_every, redo=args.redo, workers=args.read_threads,
-                          layout=layout)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        layout = scan_root(args.root)
+        print(layout.summary())
+        summary = detect_root(args.root, device=args.device, batch_size=args.batch_size, policy=args.policy,
+                              threshold=args.threshold, min_face_size=args.min_face_size,
+                              flush_every=args.flush_every, redo=args.redo, workers=args.read_threads,
+                              layout=layout)
+    finally:  # only while detecting: a caller in the same process gets its own handler back
+        signal.signal(signal.SIGTERM, previous)
     print(summary.text(Path(args.root)))
     return 130 if summary.interrupted else 0
 
@@ -117,7 +156,7 @@ def _add_import(steps: argparse._SubParsersAction) -> None:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from glamor_lightning.data.cache import CacheSpec, cache_path, ensure_cache
+    from glamor_lightning.data.cache import CacheSpec, ensure_cache
     from glamor_lightning.data.detect import ERRORS_NAME
     from glamor_lightning.data.index import INDEX_NAME, read_index
     from glamor_lightning.data.layout import scan_root
@@ -133,14 +172,12 @@ def _cache(args: argparse.Namespace) -> int:
               f"`glamor prepare detect {root}` first)")
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     spec = CacheSpec(mask_face=not args.context_visible)
-    path = cache_path(root, spec, cache_dir)
-    reused = (path / "manifest.json").is_file()
     started = time.perf_counter()
     cache = ensure_cache(root, rows, spec, cache_dir, workers=args.workers, progress=True)
     seconds = time.perf_counter() - started
     size = sum(f.stat().st_size for f in cache.path.iterdir())
     per_1000 = 1000 * seconds / max(1, len(rows))
-    how = "reused" if reused else f"built in {seconds:.1f} s ({per_1000:.1f} s per 1,000 images)"
+    how = "reused" if cache.reused else f"built in {seconds:.1f} s ({per_1000:.1f} s per 1,000 images)"
     print(f"cache {cache.path}: {len(cache):,} rows, {size / 2**20:,.1f} MiB, {how}")
     if cache.errors:
         print(f"{len(cache.errors):,} unreadable images (left out of training):")

@@ -12,10 +12,10 @@ from glamor_lightning.data.cache import CacheSpec, PackedCache, ensure_cache
 from glamor_lightning.data.dataset import PackedDataset
 from glamor_lightning.data.device_augment import DeviceAugment, PassThrough
 from glamor_lightning.data.geometry import CONTEXT_SIZE, CROP_SIZE, FACE_SIZE
-from glamor_lightning.data.index import INDEX_NAME, FaceRow, read_index
+from glamor_lightning.data.index import INDEX_NAME, FaceRow, check_data_root, read_index
 from glamor_lightning.data.resumable import ResumableDataLoader
 from glamor_lightning.data.sampler import EpochSampler
-from glamor_lightning.data.splits import check_folders, split_indices
+from glamor_lightning.data.splits import check_folders, check_stage_splits, split_indices
 from glamor_lightning.data.transforms import AUGMENT_BACKENDS, make_pair_transform
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,7 @@ class EmotionDataModule(L.LightningDataModule):
 
     # -- data preparation -------------------------------------------------------------------------
     def _read_rows(self) -> list[FaceRow]:
-        if not self.root.is_dir():
-            raise FileNotFoundError(
-                f"Data root {str(self.root)!r} does not exist. Make the embedded SynthCAER data with "
-                f"`glamor prepare synth {self.root}`, or point data.root at a CAER-S-style root.")
-        if not (self.root / INDEX_NAME).is_file():
-            raise FileNotFoundError(
-                f"{self.root / INDEX_NAME} is missing: run `glamor prepare detect {self.root}` "
-                f"(or `glamor prepare import`) to index the faces of this root.")
+        check_data_root(self.root)
         rows = read_index(self.root / INDEX_NAME)
         check_folders(rows, str(self.root / INDEX_NAME))
         return rows
@@ -96,14 +89,28 @@ class EmotionDataModule(L.LightningDataModule):
         self._cache(self._read_rows(), progress=True)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.cache is not None:
-            return
-        self.rows = self._read_rows()
-        self.cache = self._cache(self.rows, progress=False)
-        indices = split_indices(self.rows, self.hparams.val_from, self.hparams.val_fraction,
-                                self.hparams.seed)
-        self.indices = {stage: self._keep(stage, idx) for stage, idx in indices.items()}
-        log.info("data %s: %s", self.root, ", ".join(f"{k} {len(v)}" for k, v in self.indices.items()))
+        """Read the index, open (or build) the cache and split it once; on every call, check that the
+        splits `stage` reads hold images (an error before any training, not a run on nothing)."""
+        if self.cache is None:
+            self.rows = self._read_rows()
+            self.cache = self._cache(self.rows, progress=False)
+            indices = split_indices(self.rows, self.hparams.val_from, self.hparams.val_fraction,
+                                    self.hparams.seed)
+            self.indices = {split: self._keep(split, idx) for split, idx in indices.items()}
+            log.info("data %s: %s", self.root, ", ".join(f"{k} {len(v)}" for k, v in self.indices.items()))
+        check_stage_splits(self.indices, stage, str(self.root / INDEX_NAME), self._left_out())
+
+    def _left_out(self) -> list[str]:
+        """Why rows of faces.csv are in no split (for the error on an empty split)."""
+        hp, notes = self.hparams, []
+        for split in self.indices:
+            if n := self.skipped.get(f"{split}/unreadable"):
+                notes.append(f"{split}: {n} unreadable images left out")
+            if hp.no_face == "drop" and (n := self.skipped.get(f"{split}/no_face_drop")):
+                notes.append(f"{split}: {n} without a face left out (no_face='drop')")
+        if not len(self.indices.get("val", ())):
+            notes.append(f"val comes from data.val_from={hp.val_from!r}, data.val_fraction={hp.val_fraction}")
+        return notes
 
     def _keep(self, stage: str, idx: np.ndarray) -> np.ndarray:
         """Apply the unreadable-image and no-face policies, counting what is left out."""

@@ -71,6 +71,21 @@ def record_to_row(rec: dict[str, str], where: str) -> FaceRow:
         raise FaceIndexError(f"{where}: {err}") from None
 
 
+def check_data_root(root: str | os.PathLike) -> Path:
+    """`root` must be a folder with a faces.csv; the error says how to make one. Cheap: the entry points
+    call it before their slow imports (`preflight`), the data module before it reads anything."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"Data root {str(root)!r} does not exist. Make the embedded SynthCAER data with "
+            f"`glamor prepare synth {root}`, or point data.root (make ... DATA=) at a CAER-S-style root.")
+    if not (root / INDEX_NAME).is_file():
+        raise FileNotFoundError(
+            f"{root / INDEX_NAME} is missing: run `glamor prepare detect {root}` (or `glamor prepare import`) "
+            "to index the faces of this root.")
+    return root
+
+
 def read_index(path: str | os.PathLike) -> list[FaceRow]:
     """Read a faces.csv; a missing column or a bad value is an error naming file and line."""
     path = Path(path)

@@ -8,7 +8,9 @@ builder all start from it. Rules:
 - images are recognised by extension, case-insensitively (`.png`, `.JPG`, ...); sub-folders of a class
   folder are searched too;
 - hidden entries (`.cache`, `.DS_Store`) and files at the top of the root (`faces.csv`) are not images;
-  other files (non-images, files outside class folders, unknown top-level folders) are listed as ignored.
+  other files (non-images, files outside class folders, unknown top-level folders) are listed as ignored;
+- a root with no image in a class folder is an error that says what the layout should be and what was
+  found instead, so that no step goes on with zero images.
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ from glamor_lightning.data.images import is_image_name
 from glamor_lightning.data.index import SPLITS
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+#: the layout every data root must have, for error messages
+EXPECTED_LAYOUT = (f"expected ROOT/{{train,val,test}}/<Class>/<image>, where val/ is optional (or named "
+                   f"validation/) and <Class> is one of {', '.join(CLASSES)} (or Angry)")
 
 
 class LayoutError(ValueError):
@@ -96,23 +101,33 @@ def scan_root(root: str | os.PathLike) -> Layout:
     if not split_dirs:
         seen = ", ".join(p.name + ("/" if p.is_dir() else "") for p in top[:10]) or "nothing"
         raise LayoutError(f"{root} has no train/, val/ or test/ folder (found: {seen}); point at the "
-                          f"folder that holds the split folders.")
+                          f"folder that holds the split folders: {EXPECTED_LAYOUT}.")
     ignored += [p.name + "/" for p in top if p.is_dir() and p not in split_dirs]
+    empty: list[str] = []  # split and class folders without an image, for the error on zero images
     for split_dir in split_dirs:
         split = SPLIT_FOLDERS[split_dir.name.lower()]
-        for entry in sorted(split_dir.iterdir()):
+        entries = sorted(p for p in split_dir.iterdir() if not p.name.startswith("."))
+        if not entries:
+            empty.append(f"{split_dir.name}/ (empty)")
+        for entry in entries:
             rel = entry.relative_to(root).as_posix()
-            if entry.name.startswith("."):
-                continue
             if not entry.is_dir():
                 ignored.append(rel)
                 continue
             label = canonical_label(entry.name, where=f"{root}/{rel}")  # unknown folder: an error naming it
+            before = len(images)
             for file in _walk_files(entry):
                 frel = file.relative_to(root).as_posix()
                 if is_image_name(file.name):
                     images.append(ImageEntry(split, frel, label))
                 else:
                     ignored.append(frel)
+            if len(images) == before:
+                empty.append(f"{rel}/ (no images)")
+    if not images:
+        found = ignored + empty
+        shown = ", ".join(found[:10]) + (", ..." if len(found) > 10 else "")
+        raise LayoutError(f"{root} holds no image in a class folder: {EXPECTED_LAYOUT}. Found instead: "
+                          f"{shown}. Move the images into their class folders.")
     images.sort(key=lambda e: (SPLITS.index(e.split), e.path))
     return Layout(root=root, images=images, ignored=ignored)

@@ -68,6 +68,12 @@ class GlamorNet(nn.Module):
     a RuntimeError listing the known ones.
     """
 
+    #: The top-level parts, in order; a setting has those it needs (None attributes for the others).
+    #: Staged training freezes and re-opens them, and the optimiser has one parameter group per part.
+    PARTS: tuple[str, ...] = (
+        "face_encoder", "context_encoder", "attention", "fusion", "classifier", "face_head", "context_head",
+    )  # fmt: skip
+
     def __init__(
         self,
         backbone: str = "original",

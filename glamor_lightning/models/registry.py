@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
+from glamor_lightning.errors import SetupError
+
 T = TypeVar("T")
+
+
+class UnknownNameError(SetupError):
+    """A component name that no registry entry has (the message lists the known ones)."""
 
 
 class Registry(Generic[T]):
@@ -43,11 +49,12 @@ class Registry(Generic[T]):
         return add if factory is None else add(factory)
 
     def get(self, name: str) -> Callable[..., T]:
-        """The factory registered under `name`; an unknown name raises a RuntimeError listing the known ones."""
+        """The factory registered under `name`; an unknown name raises an `UnknownNameError`
+        (a RuntimeError) listing the known ones."""
         try:
             return self._factories[name]
         except KeyError:
-            raise RuntimeError(self.unknown_message(name)) from None
+            raise UnknownNameError(self.unknown_message(name)) from None
 
     def create(self, name: str, **kwargs: Any) -> T:
         """Build the component registered under `name` with `kwargs`."""

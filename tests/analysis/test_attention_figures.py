@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from analysis_ckpt import fit_checkpoint
-from glamor_lightning.analysis.attention_maps import overlay, pick_samples, upsample, write_triplet
+from glamor_lightning.analysis.attention_maps import (
+    attention_note,
+    figure_title,
+    is_uniform,
+    overlay,
+    pick_samples,
+    upsample,
+    write_triplet,
+)
 from glamor_lightning.callbacks.attention_maps import AttentionMapLogger
 from glamor_lightning.cli import main
 from glamor_lightning.data.geometry import CROP_SIZE
@@ -26,10 +34,10 @@ def test_upsample_keeps_the_peak_where_the_attention_is():
     a = np.full((7, 7), 0.5 / 48)
     a[1, 5] = 0.5  # one hot cell: upper right
     big = upsample(a, (112, 112))
-    assert big.shape == (112, 112) and big.max() == pytest.approx(1.0)
+    assert big.shape == (112, 112) and big.max() == pytest.approx(0.5, rel=0.1)  # weights, not rescaled
     y, x = np.unravel_index(big.argmax(), big.shape)
     assert 16 <= y < 32 and 80 <= x < 96  # inside cell (1, 5) of a 7x7 grid of 16-pixel cells
-    assert np.allclose(upsample(np.full((7, 7), 1 / 49), (112, 112)), 1.0)  # uniform map: uniform
+    assert np.allclose(upsample(np.full((7, 7), 1 / 49), (112, 112)), 1 / 49)  # uniform map: uniform
     assert np.allclose(upsample(np.ones((1, 1)), (20, 30)), 1.0)  # face-only model's 1x1 map
 
 
@@ -42,6 +50,27 @@ def test_overlay_has_the_image_size_and_colours_the_attended_cell():
     centre, corner = out[56, 56].astype(int), out[2, 2].astype(int)
     assert centre[0] > corner[0] + 50  # jet: red where attended, blue elsewhere
     assert corner[2] > centre[2]
+
+
+def test_a_uniform_map_is_not_drawn_as_solid_red_and_is_called_uniform():
+    """The colour scale is fixed (a cell's weight, log scale 0.001 .. 1): a uniform 7x7 map (1/49 per cell)
+    is not drawn like a map that puts 0.5 or all of its weight on one cell."""
+    grey = np.full((112, 112, 3), 128, np.uint8)
+    uniform = overlay(grey, np.full((7, 7), 1 / 49)).astype(int)
+    assert (uniform == uniform[0, 0]).all()  # one colour over the whole crop
+    r, g, b = uniform[56, 56]
+    assert not (r > g + 40 and r > b + 40), uniform[56, 56]  # not red
+    everything = overlay(grey, np.ones((1, 1))).astype(int)[56, 56]  # all the weight in one cell: the top
+    peaked = np.full((7, 7), 0.5 / 48)
+    peaked[3, 3] = 0.5
+    half = overlay(grey, peaked).astype(int)[56, 56]
+    assert np.abs(uniform[56, 56] - everything).sum() > 100 and np.abs(uniform[56, 56] - half).sum() > 60
+    assert is_uniform(np.full((7, 7), 1 / 49)) and is_uniform(np.ones((1, 1)))
+    assert is_uniform(np.full((7, 7), 1 / 49) * np.linspace(0.99, 1.02, 49).reshape(7, 7))  # near-uniform
+    assert not is_uniform(peaked)
+    assert "uniform" in attention_note(np.full((7, 7), 1 / 49)) and attention_note(peaked) == ""
+    assert figure_title("face #1: Sad 0.81", np.full((7, 7), 1 / 49)).startswith("face #1: Sad 0.81; uniform")
+    assert figure_title("face #1: Sad 0.81", peaked) == "face #1: Sad 0.81"
 
 
 def test_write_triplet_sizes(tmp_path):
@@ -70,6 +99,8 @@ def test_attention_command_writes_figures(attention, synth_root, tmp_path, capsy
     assert ("maps are uniform" in text) == (attention == "none")
     with (out / "attention.csv").open() as fh:
         records = list(csv.DictReader(fh))
+    if attention == "none":
+        assert all(r["uniform"] == "True" for r in records)
     assert [r["true"] for r in records] == ["Anger", "Disgust", "Fear"]
     for r in records:
         stem = r["figure"][:-4]

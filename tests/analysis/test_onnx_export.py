@@ -8,6 +8,7 @@ import torch
 from analysis_ckpt import fit_checkpoint
 from glamor_lightning.checkpoints import load_module
 from glamor_lightning.cli import main
+from glamor_lightning.data.contract import DataContract
 from glamor_lightning.export import check_onnx, export_onnx, onnx_session
 from glamor_lightning.models.encoders import ENCODERS
 from glamor_lightning.models.glamor import GlamorNet
@@ -27,11 +28,11 @@ def test_onnx_matches_pytorch_for_every_backbone(backbone, tmp_path):
     torch.manual_seed(0)
     net = GlamorNet(backbone=backbone).eval()
     randomise_batchnorm(net)
-    path = export_onnx(net, tmp_path / f"{backbone}.onnx")
+    path = export_onnx(net, tmp_path / f"{backbone}.onnx", DataContract())
     session = onnx_session(path)
     assert [i.name for i in session.get_inputs()] == ["face", "context"]
     assert [o.name for o in session.get_outputs()] == ["logits", "attention"]
-    diff = check_onnx(net, path, batch=3)  # batch 3 ≠ the export's batch 2: the batch axis is dynamic
+    diff = check_onnx(net, path, DataContract(), batch=3)  # batch 3 ≠ the export's batch 2: the batch axis is dynamic
     assert diff["logits"] <= 1e-4 and diff["attention"] <= 1e-4, diff
 
 
@@ -39,10 +40,10 @@ def test_onnx_matches_pytorch_for_every_backbone(backbone, tmp_path):
                                      dict(inputs="context", attention="standard", fusion="none")])
 def test_single_input_settings_keep_both_inputs(setting, tmp_path):
     net = GlamorNet(**setting).eval()
-    path = export_onnx(net, tmp_path / "m.onnx")
+    path = export_onnx(net, tmp_path / "m.onnx", DataContract())
     session = onnx_session(path)
     assert [i.name for i in session.get_inputs()] == ["face", "context"]
-    assert check_onnx(net, path, batch=1)["logits"] <= 1e-4
+    assert check_onnx(net, path, DataContract(), batch=1)["logits"] <= 1e-4
 
 
 def test_export_command_on_a_checkpoint(synth_root, tmp_path, capsys):

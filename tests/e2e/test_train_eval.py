@@ -1,11 +1,14 @@
 """Real configs composed by Hydra: a short fit + test, then `eval` on the saved checkpoint."""
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 from hydra.errors import InstantiationException
 
 from conftest import compose_config
+from glamor_lightning.analysis.sweeps import SWEEP_METRICS
 from glamor_lightning.eval import evaluate
 from glamor_lightning.module import EmotionModule
 from glamor_lightning.train import train
@@ -31,6 +34,16 @@ def test_train_writes_checkpoints_and_reports_test_accuracy(trained):
     assert {f"test/acc_{c}" for c in ("Anger", "Neutral", "Surprise")} <= set(metrics)
     assert "val/acc_best" in metrics and "train/loss_epoch" in metrics
     assert (out / "csv" / "metrics.csv").is_file()
+
+
+def test_every_metric_a_sweep_may_optimise_is_logged(trained):
+    """The sweep checker's declared list (SWEEP_METRICS) is what a training run sends to its loggers (the CSV
+    logger's columns are the names W&B receives too) and what the entry point can return as optimized_metric."""
+    out, metrics = trained
+    with (out / "csv" / "metrics.csv").open() as f:
+        columns = set(next(csv.reader(f)))
+    assert set(SWEEP_METRICS) <= columns, sorted(set(SWEEP_METRICS) - columns)
+    assert set(SWEEP_METRICS) <= set(metrics), sorted(set(SWEEP_METRICS) - set(metrics))
 
 
 def test_eval_reproduces_the_training_runs_test_accuracy_exactly(trained, synth_root, tmp_path):

@@ -51,6 +51,7 @@ def test_the_kill_left_a_mid_epoch_checkpoint_in_the_fusion_stage(runs):
 def test_resumed_run_ends_with_the_same_weights_and_optimizer_state(runs):
     _, _, a_dir, b_dir, _ = runs
     a, b = _final(a_dir), _final(b_dir)
+    assert not list((b_dir / "checkpoints").glob(".*.tmp"))  # last.ckpt is written atomically
     assert a["global_step"] == b["global_step"] == 2 * STEPS_PER_EPOCH
     assert a["state_dict"].keys() == b["state_dict"].keys()
     different = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]

@@ -59,7 +59,7 @@ def test_channels_last_end_to_end(synth_root, tmp_path):
 
 def test_channels_last_gives_the_same_outputs():
     torch.manual_seed(0)
-    plain = EmotionModule().eval()
+    plain = EmotionModule(channels_last=False).eval()
     cl = EmotionModule(channels_last=True).eval()
     cl.load_state_dict(plain.state_dict())
     face = torch.randint(0, 255, (2, 96, 96, 3), dtype=torch.uint8)

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from conftest import compose_config
-from glamor_lightning.callbacks.stages import DEFAULT_STAGES, Stage, StageScheduler
+from glamor_lightning.callbacks.stages import Stage, StageScheduler
 from glamor_lightning.models import GlamorNet
 from glamor_lightning.module import EmotionModule
 from training_helpers import FAST, ONE_EPOCH_STAGES, epoch_rows, fit, read_metrics
@@ -123,8 +123,29 @@ def test_stage_and_fusion_weights_are_logged_per_epoch(staged):
     assert staged.trainer.lightning_module.net.face_encoder.training  # no BatchNorm left in eval mode
 
 
-def test_default_schedule_scales_with_max_epochs():
-    sched = StageScheduler()
+def _paper_schedule(out) -> StageScheduler:
+    """The schedule of `callbacks=staged`, from the config (its one source)."""
+    return instantiate(compose_config("train", out, ["callbacks=staged"]).callbacks.stages)
+
+
+def test_staged_config_is_the_documented_schedule(tmp_path):
+    """docs/training.md's table: branches (epoch 0) → fusion (40 %) → joint (60 %)."""
+    encoders = ("face_encoder", "context_encoder", "attention")
+    assert [(s.name, s.start, s.train, s.losses, s.lr_factor) for s in _paper_schedule(tmp_path).stages] == [
+        ("branches", 0, (*encoders, "face_head", "context_head"), {"face": 1.0, "context": 1.0}, 1.0),
+        ("fusion", 0.4, ("fusion", "classifier"), {"fused": 1.0}, 1.0),
+        ("joint", 0.6, (*encoders, "fusion", "classifier"), {"fused": 1.0}, 1.0)]
+
+
+def test_the_schedule_is_written_once():
+    with pytest.raises(TypeError):
+        StageScheduler()  # no second copy of the schedule in the code
+    with pytest.raises(ValueError, match="at least one stage.*conf/callbacks/default.yaml"):
+        StageScheduler(None)
+
+
+def test_default_schedule_scales_with_max_epochs(tmp_path):
+    sched = _paper_schedule(tmp_path)
     assert [s.name for s in sched.stages] == ["branches", "fusion", "joint"]
     assert sched._resolve_starts(SimpleNamespace(max_epochs=15)) == [0, 6, 9]
     assert sched._resolve_starts(SimpleNamespace(max_epochs=60)) == [0, 24, 36]
@@ -135,9 +156,9 @@ def test_default_schedule_scales_with_max_epochs():
     assert sched.reopened(1) == frozenset()
 
 
-def test_staged_config_matches_the_python_default(tmp_path):
-    staged = instantiate(compose_config("train", tmp_path, ["callbacks=staged"]).callbacks.stages)
-    assert staged.enabled and staged.stages == StageScheduler().stages
+def test_staged_config_turns_the_schedule_on(tmp_path):
+    staged = _paper_schedule(tmp_path)
+    assert staged.enabled
     default = instantiate(compose_config("train", tmp_path).callbacks.stages)
     assert not default.enabled  # off by default: end to end, as the authors' code
 
@@ -164,14 +185,14 @@ def test_first_stage_must_start_at_zero_and_stages_in_order():
                        )._resolve_starts(SimpleNamespace(max_epochs=5))
 
 
-def test_model_without_auxiliary_heads_is_a_clear_error():
+def test_model_without_auxiliary_heads_is_a_clear_error(tmp_path):
     trainer = SimpleNamespace(max_epochs=10)
     with pytest.raises(ValueError, match="model.aux_heads=true"):
-        StageScheduler().setup(trainer, EmotionModule(aux_heads=False), "fit")
+        _paper_schedule(tmp_path).setup(trainer, EmotionModule(aux_heads=False), "fit")
 
 
-def test_single_branch_model_trains_end_to_end():
-    sched = StageScheduler()
+def test_single_branch_model_trains_end_to_end(tmp_path):
+    sched = _paper_schedule(tmp_path)
     module = EmotionModule(inputs="face", attention="none", fusion="none", aux_heads=True)
     assert module.net.face_head is None
     sched.setup(SimpleNamespace(max_epochs=10), module, "fit")
@@ -198,4 +219,3 @@ def test_aux_heads_follow_the_branches(tmp_path):
     with torch.no_grad():
         module.net.face_head[0].weight.add_(1.0)
     assert torch.equal(module(face, ctx).logits, out.logits)
-    assert DEFAULT_STAGES[0]["losses"] == {"face": 1.0, "context": 1.0}
