@@ -1,16 +1,18 @@
 """Shared pieces of the benchmarks: device choice, timing (median of repeats after warm-up), the machine
 description, the training step that every throughput figure times, and the benchmark data root."""
+
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -46,11 +48,20 @@ class Settings:
     seed: int = 0
 
     @classmethod
-    def make(cls, device: torch.device, quick: bool = False, **over) -> "Settings":
+    def make(cls, device: torch.device, quick: bool = False, **over) -> Settings:
         base = dict(full_workers=0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
         if quick:
-            base.update(quick=True, repeats=1, min_repeats=1, warmup=1, repeat_s=0.05, cell_budget_s=4.0,
-                        batch=4, data_images=48, backbones=("original",))
+            base.update(
+                quick=True,
+                repeats=1,
+                min_repeats=1,
+                warmup=1,
+                repeat_s=0.05,
+                cell_budget_s=4.0,
+                batch=4,
+                data_images=48,
+                backbones=("original",),
+            )
         base.update({k: v for k, v in over.items() if v is not None})
         return cls(device=device, **base)
 
@@ -79,8 +90,11 @@ class Timing:
         return statistics.median(self.samples) if self.samples else float("nan")
 
     def to_dict(self) -> dict:
-        return {"median": self.median, "samples": [round(s, 3) for s in self.samples],
-                "calls_per_repeat": self.per_repeat}
+        return {
+            "median": self.median,
+            "samples": [round(s, 3) for s in self.samples],
+            "calls_per_repeat": self.per_repeat,
+        }
 
 
 def calls_per_repeat(seconds_per_call: float, s: Settings, at_least: int = 1) -> int:
@@ -122,8 +136,9 @@ def measure(fn: Callable[[], object], items_per_call: int, s: Settings, at_least
     return timing
 
 
-def measure_interleaved(fns: dict[str, Callable[[], object]], items_per_call: int, s: Settings,
-                        at_least: int = 1) -> dict[str, Timing]:
+def measure_interleaved(
+    fns: dict[str, Callable[[], object]], items_per_call: int, s: Settings, at_least: int = 1
+) -> dict[str, Timing]:
     """Like `measure` for several functions whose ratio is wanted: their repeats alternate
     (A B C A B C ...), so a change of machine load hits all of them alike."""
     dev = s.device
@@ -195,18 +210,27 @@ def cpu_model() -> str:
 
 
 def machine(device: torch.device) -> dict:
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "device": str(device), "cuda": None}
-    try:
+    info = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "cuda": None,
+    }
+    with contextlib.suppress(OSError):  # no load average on this platform
         info["load_avg_1m"] = round(os.getloadavg()[0], 2)  # > cores: the figures are contended
-    except OSError:
-        pass
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
-        info["cuda"] = {"name": p.name, "capability": f"{p.major}.{p.minor}",
-                        "memory_gib": round(p.total_memory / 2**30, 1), "cuda": torch.version.cuda,
-                        "cudnn": torch.backends.cudnn.version()}
+        info["cuda"] = {
+            "name": p.name,
+            "capability": f"{p.major}.{p.minor}",
+            "memory_gib": round(p.total_memory / 2**30, 1),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+        }
     return info
 
 
@@ -237,6 +261,7 @@ def caer_size_root(quick: bool) -> tuple[Path, Path]:
     tmp = Path(tempfile.mkdtemp(prefix="glamor-bench-caer-"))
     per = 8 if quick else 100
     log(f"making a CAER-S-sized (712x400) SynthCAER root ({per} train images per class) in {tmp}")
-    cfg = SynthConfig(per_class_train=per, per_class_val=2, per_class_test=2, width=712, height=400,
-                      face_px=(80, 130), seed=0)
+    cfg = SynthConfig(
+        per_class_train=per, per_class_val=2, per_class_test=2, width=712, height=400, face_px=(80, 130), seed=0
+    )
     return generate(tmp / "synthcaer", cfg, workers=0 if quick else 2), tmp

@@ -14,12 +14,12 @@ Each through a DataLoader (batch as the other figures, num_workers 0 and 2), ove
 (the training split of the benchmark root, cycled), augmentation on. The cache is built before
 timing and is not part of any figure.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -50,8 +50,12 @@ class DecodeDataset(Dataset):
         row = self.rows[int(self.indices[i])]
         image = read_rgb(self.root / row.path)
         face, context = self.transform(face_crop(image, row.box), masked_context(image, row.box), i)
-        return (torch.from_numpy(np.ascontiguousarray(face)), torch.from_numpy(np.ascontiguousarray(context)),
-                class_index(row.label), i)
+        return (
+            torch.from_numpy(np.ascontiguousarray(face)),
+            torch.from_numpy(np.ascontiguousarray(context)),
+            class_index(row.label),
+            i,
+        )
 
 
 class _Cycle(torch.utils.data.Sampler):
@@ -70,8 +74,13 @@ class _Cycle(torch.utils.data.Sampler):
 
 
 def _loader_timing(dataset: Dataset, workers: int, s: Settings, batch_augment=None) -> Timing:
-    loader = DataLoader(dataset, batch_size=s.batch, sampler=_Cycle(len(dataset), 10_000, s.seed),
-                        num_workers=workers, persistent_workers=False)
+    loader = DataLoader(
+        dataset,
+        batch_size=s.batch,
+        sampler=_Cycle(len(dataset), 10_000, s.seed),
+        num_workers=workers,
+        persistent_workers=False,
+    )
     it = iter(loader)
 
     def next_batch():
@@ -81,7 +90,7 @@ def _loader_timing(dataset: Dataset, workers: int, s: Settings, batch_augment=No
 
     # with workers, a repeat spans several prefetched batches so the queue does not flatter it
     timing = measure(next_batch, s.batch, s, at_least=4 if workers else 1)
-    del it
+    it = None  # free the loader before the next cell (not del: next_batch closes over it)
     return timing
 
 
@@ -93,11 +102,12 @@ def run(root: Path, s: Settings) -> dict:
     cache = ensure_cache(root, rows, CacheSpec(), workers=0 if s.quick else 2, progress=False)
     log(f"data path: {len(idx)} images of {root}, cache {cache.path}")
     aug = PairTransform(train=True, seed=s.seed)
-    datasets = {"decode": (DecodeDataset(root, rows, idx, aug), None),
-                "cache": (PackedDataset(cache, idx, aug), None),
-                "cache_batched": (PackedDataset(cache, idx, PassThrough()), DeviceAugment(seed=s.seed)),
-                "cache_albumentations": (PackedDataset(cache, idx, AlbumentationsPairTransform(train=True, seed=s.seed)),
-                                         None)}
+    datasets = {
+        "decode": (DecodeDataset(root, rows, idx, aug), None),
+        "cache": (PackedDataset(cache, idx, aug), None),
+        "cache_batched": (PackedDataset(cache, idx, PassThrough()), DeviceAugment(seed=s.seed)),
+        "cache_albumentations": (PackedDataset(cache, idx, AlbumentationsPairTransform(train=True, seed=s.seed)), None),
+    }
     out: dict[str, dict[str, Timing]] = {}
     for workers in WORKERS:
         out[str(workers)] = {}

@@ -10,6 +10,7 @@
   split into detection and classification (`Predictor.classify` with the boxes known) is reported
   per backbone.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,11 +42,11 @@ def faces_photo(n_faces: int) -> np.ndarray:
     """A 1024×512 RGB photo with `n_faces` astronaut tiles (of 8 places) on grey."""
     from skimage.data import astronaut
 
-    tile = astronaut()[10:10 + TILE, 96:96 + TILE]  # her head and shoulders
+    tile = astronaut()[10 : 10 + TILE, 96 : 96 + TILE]  # her head and shoulders
     photo = np.full((2 * TILE, 4 * TILE, 3), 128, np.uint8)
     for k in range(n_faces):
         r, c = divmod(k, 4)
-        photo[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE] = tile
+        photo[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = tile
     return photo
 
 
@@ -64,8 +65,17 @@ def run(root: Path, s: Settings, predict_backbone: str = "mobilenetv2") -> dict:
     found = [len(d) for d in detector.detect(images)]
     h, w = images[0].shape[:2]
     log(f"detection {w}x{h}: batch 1 {one.median:.1f} img/s, batch {n} {batched.median:.1f} img/s")
-    out = {"image_size": [w, h], "batch": n, "batch1_ips": one, "batched_ips": batched,
-           "faces_found_per_image": found, "latency": {}, "faces_found": {}, "classify": {}, "detect": {}}
+    out = {
+        "image_size": [w, h],
+        "batch": n,
+        "batch1_ips": one,
+        "batched_ips": batched,
+        "faces_found_per_image": found,
+        "latency": {},
+        "faces_found": {},
+        "classify": {},
+        "detect": {},
+    }
 
     photos = {k: faces_photo(k) for k in FACE_COUNTS}
     boxes = {}
@@ -85,14 +95,16 @@ def run(root: Path, s: Settings, predict_backbone: str = "mobilenetv2") -> dict:
             b, sc = [d.box for d in boxes[k]], [d.score for d in boxes[k]]
             if b:
                 out["classify"][backbone][str(k)] = measure(
-                    lambda p=photo, b=b, sc=sc: predictor.classify(p, b, sc), 1, s)
+                    lambda p=photo, b=b, sc=sc: predictor.classify(p, b, sc), 1, s
+                )
             if backbone == backbones[0]:  # end to end: MTCNN dominates, the backbone hardly matters
                 out["latency"][str(k)] = measure(lambda p=photo: predictor.predict(p), 1, s)
-        del predictor, module
+        predictor = module = None  # free them before the next backbone (the lambdas close over them)
     out["predict_backbone"] = backbones[0]
     for k in FACE_COUNTS:
         lat = out["latency"].get(str(k))
-        log(f"predict {k} face(s) ({out['faces_found'][str(k)]} found): "
-            f"{_ms(lat):.0f} ms end to end, detection {_ms(out['detect'][str(k)]):.0f} ms")
+        log(
+            f"predict {k} face(s) ({out['faces_found'][str(k)]} found): "
+            f"{_ms(lat):.0f} ms end to end, detection {_ms(out['detect'][str(k)]):.0f} ms"
+        )
     return out
-

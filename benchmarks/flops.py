@@ -6,6 +6,7 @@ plus the backward's two products per layer). The peak is what a large `torch.mat
 this device in fp32 and in bf16: the practical ceiling against which a model's achieved FLOP/s
 (training FLOPs × images/s) is a utilisation.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,8 +26,7 @@ def model_cost(backbone: str) -> dict:
     with counter, torch.no_grad():
         module(face, context)
     fwd = counter.get_total_flops()
-    return {"params": int(params), "forward_gflops_per_image": fwd / 1e9,
-            "train_gflops_per_image": 3 * fwd / 1e9}
+    return {"params": int(params), "forward_gflops_per_image": fwd / 1e9, "train_gflops_per_image": 3 * fwd / 1e9}
 
 
 def matmul_peak(s: Settings) -> dict:
@@ -58,6 +58,8 @@ def run(s: Settings) -> dict:
     costs = {}
     for backbone in s.backbones:
         costs[backbone] = model_cost(backbone)
-        log(f"{backbone}: {costs[backbone]['params']:,} parameters, "
-            f"{costs[backbone]['forward_gflops_per_image']:.3f} forward GFLOPs/image")
+        log(
+            f"{backbone}: {costs[backbone]['params']:,} parameters, "
+            f"{costs[backbone]['forward_gflops_per_image']:.3f} forward GFLOPs/image"
+        )
     return {"peak": matmul_peak(s), "costs": costs}

@@ -16,6 +16,7 @@ load changes during the run:
 The loop is the step itself, not `Trainer.fit`, so the ratio shows whether data starves the model
 and nothing else (Lightning's own per-step cost is not in it).
 """
+
 from __future__ import annotations
 
 import gc
@@ -55,9 +56,17 @@ class LoaderFeed:
 
 def make_datamodule(root: Path, augment_on: str, s: Settings, cache_dir: str | None = None) -> EmotionDataModule:
     cuda = s.device.type == "cuda"
-    dm = EmotionDataModule(str(root), batch_size=s.batch, num_workers=s.full_workers, pin_memory=cuda,
-                           persistent_workers=s.full_workers > 0, seed=s.seed, augment_on=augment_on,
-                           cache_dir=cache_dir, cache_workers=0 if s.quick else 2)
+    dm = EmotionDataModule(
+        str(root),
+        batch_size=s.batch,
+        num_workers=s.full_workers,
+        pin_memory=cuda,
+        persistent_workers=s.full_workers > 0,
+        seed=s.seed,
+        augment_on=augment_on,
+        cache_dir=cache_dir,
+        cache_workers=0 if s.quick else 2,
+    )
     dm.prepare_data()
     dm.setup("fit")
     if len(dm.indices["train"]) < s.batch:
@@ -80,15 +89,19 @@ def run(root: Path, best: dict[str, dict], s: Settings) -> dict[str, dict[str, T
         def from_loader(feed: LoaderFeed):
             return lambda: step(*feed.next()[:3])
 
-        fns = {"model_only": lambda: step(face, context, target), "full": from_loader(feeds["cpu"]),
-               "full_device_aug": from_loader(feeds["device"])}
+        fns = {
+            "model_only": lambda: step(face, context, target),
+            "full": from_loader(feeds["cpu"]),
+            "full_device_aug": from_loader(feeds["device"]),
+        }
         out[backbone] = measure_interleaved(fns, s.batch, s)
         t = out[backbone]
-        log(f"full training {backbone:12s} ({setting['key']}): model-only {t['model_only'].median:.1f}, "
+        log(
+            f"full training {backbone:12s} ({setting['key']}): model-only {t['model_only'].median:.1f}, "
             f"full {t['full'].median:.1f} ({t['full'].median / t['model_only'].median:.2f}), "
             f"device aug {t['full_device_aug'].median:.1f} img/s "
-            f"({t['full_device_aug'].median / t['model_only'].median:.2f})")
-        del feeds, module, step
+            f"({t['full_device_aug'].median / t['model_only'].median:.2f})"
+        )
+        feeds = module = step = None  # free them before the next backbone (the lambdas close over them)
         gc.collect()
     return out
-

@@ -1,13 +1,13 @@
 """Model-only training throughput: images/s of forward + backward + SGD step on uint8 batches that are
 already in memory on the device (no loader), per backbone × precision × memory format."""
+
 from __future__ import annotations
 
 import gc
 
 import torch
 
-from benchmarks.common import (FORMATS, PRECISIONS, Settings, Timing, TrainStep, log, make_module, measure,
-                               random_batch)
+from benchmarks.common import FORMATS, PRECISIONS, Settings, Timing, TrainStep, log, make_module, measure, random_batch
 
 
 def cell(backbone: str, precision: str, fmt: str, s: Settings) -> Timing:
@@ -16,7 +16,7 @@ def cell(backbone: str, precision: str, fmt: str, s: Settings) -> Timing:
     step = TrainStep(module, precision, s.device)
     face, context, target = random_batch(s.batch, s.device, seed=s.seed)
     timing = measure(lambda: step(face, context, target), s.batch, s)
-    del module, step
+    module = step = None  # free them before the next cell (the lambda closes over step)
     gc.collect()
     return timing
 
@@ -35,8 +35,10 @@ def run(s: Settings) -> dict:
             for fmt in FORMATS:
                 t = cell(backbone, precision, fmt, s)
                 grid[backbone][key(precision, fmt)] = t
-                log(f"model-only {backbone:12s} {precision:10s} {fmt:13s} {t.median:8.1f} img/s "
-                    f"({len(t.samples)}×{t.per_repeat} steps)")
+                log(
+                    f"model-only {backbone:12s} {precision:10s} {fmt:13s} {t.median:8.1f} img/s "
+                    f"({len(t.samples)}×{t.per_repeat} steps)"
+                )
         name = max(grid[backbone], key=lambda k: grid[backbone][k].median)
         precision, fmt = name.split("/")
         best[backbone] = {"precision": precision, "channels_last": fmt == "channels_last", "key": name}

@@ -5,6 +5,7 @@ benchmarks/results/latest.json (+ a dated copy and latest.md). See docs/benchmar
     python -m benchmarks.run --quick         # a smoke test (under a minute); results/quick/
     python -m benchmarks.run --only data,detect --backbones original
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,8 @@ import math  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Sequence  # noqa: E402
 
 if __package__ in (None, ""):  # `python benchmarks/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,22 +36,31 @@ SCHEMA = 1
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (tests); figures mean little")
-    p.add_argument("--only", default=",".join(SECTIONS),
-                   help=f"comma-separated sections of {','.join(SECTIONS)} (full needs model: added)")
+    p.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections of {','.join(SECTIONS)} (full needs model: added)",
+    )
     p.add_argument("--backbones", default=None, help="comma-separated (default: original,mobilenetv2,resnet18)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 5)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 32)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--full-workers", type=int, default=None,
-                   help="loader workers of the full-training figures (default 0 on CPU, min(8, cores) on GPU)")
+    p.add_argument(
+        "--full-workers",
+        type=int,
+        default=None,
+        help="loader workers of the full-training figures (default 0 on CPU, min(8, cores) on GPU)",
+    )
     p.add_argument("--data", default=None, help="data root (default data/synthcaer, else a temp SynthCAER)")
     p.add_argument("--predict-backbone", default="mobilenetv2", help="backbone of the end-to-end latency")
-    p.add_argument("--out", default=None,
-                   help="results folder (default benchmarks/results, benchmarks/results/quick with --quick)")
+    p.add_argument(
+        "--out", default=None, help="results folder (default benchmarks/results, benchmarks/results/quick with --quick)"
+    )
     return p.parse_args(argv)
 
 
@@ -64,20 +74,41 @@ def _data_path(data: dict, s: Settings, raw: dict, prefix: str) -> dict:
             by_workers[w][f"{name}_over_decode"] = figs[name].median / figs["decode"].median
         for name, tm in figs.items():
             raw[f"{prefix}/{name}/workers{w}"] = tm.to_dict()
-    return {"images": data["images"], "image_size": data.get("image_size"), "batch": s.batch,
-            "workers": by_workers, **{k: by_workers["0"][k] for k in (
-                "decode_ips", "cache_ips", "cache_batched_ips", "cache_albumentations_ips", "cache_over_decode")}}
+    return {
+        "images": data["images"],
+        "image_size": data.get("image_size"),
+        "batch": s.batch,
+        "workers": by_workers,
+        **{
+            k: by_workers["0"][k]
+            for k in ("decode_ips", "cache_ips", "cache_batched_ips", "cache_albumentations_ips", "cache_over_decode")
+        },
+    }
 
 
 def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapsed: float) -> dict:
     """The JSON document (docs/benchmarks.md describes it)."""
     today = dt.date.today().isoformat()
-    doc: dict = {"schema": SCHEMA, "date": today, "timestamp": dt.datetime.now().isoformat(timespec="seconds"),
-                 "quick": s.quick, "elapsed_s": round(elapsed, 1), "machine": machine,
-                 "settings": {"batch": s.batch, "repeats": s.repeats, "min_repeats": s.min_repeats,
-                              "warmup": s.warmup, "repeat_s": s.repeat_s, "full_workers": s.full_workers,
-                              "sections": sections, "statistic": "median of repeats after warm-up"},
-                 "backbones": {}, "raw": {}}
+    doc: dict = {
+        "schema": SCHEMA,
+        "date": today,
+        "timestamp": dt.datetime.now().isoformat(timespec="seconds"),
+        "quick": s.quick,
+        "elapsed_s": round(elapsed, 1),
+        "machine": machine,
+        "settings": {
+            "batch": s.batch,
+            "repeats": s.repeats,
+            "min_repeats": s.min_repeats,
+            "warmup": s.warmup,
+            "repeat_s": s.repeat_s,
+            "full_workers": s.full_workers,
+            "sections": sections,
+            "statistic": "median of repeats after warm-up",
+        },
+        "backbones": {},
+        "raw": {},
+    }
     peak = raw.get("flops", {}).get("peak")
     if peak:
         doc["peak"] = peak
@@ -120,14 +151,19 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
     if det:
         lat = {k: 1000.0 / v.median for k, v in det["latency"].items()}
         doc["detection"] = {
-            "image_size": det["image_size"], "batch": det["batch"], "batch1_ips": det["batch1_ips"].median,
+            "image_size": det["image_size"],
+            "batch": det["batch"],
+            "batch1_ips": det["batch1_ips"].median,
             "batched_ips": det["batched_ips"].median,
             "batched_speedup": det["batched_ips"].median / det["batch1_ips"].median,
             "faces_found_per_image": det["faces_found_per_image"],
-            "predict_backbone": det["predict_backbone"], "photo_size": [1024, 512],
-            "faces_found": det["faces_found"], "latency_ms": lat,
+            "predict_backbone": det["predict_backbone"],
+            "photo_size": [1024, 512],
+            "faces_found": det["faces_found"],
+            "latency_ms": lat,
             "detect_ms": {k: 1000.0 / v.median for k, v in det["detect"].items()},
-            "classify_ms": {b: {k: 1000.0 / v.median for k, v in d.items()} for b, d in det["classify"].items()}}
+            "classify_ms": {b: {k: 1000.0 / v.median for k, v in d.items()} for b, d in det["classify"].items()},
+        }
         for name in ("batch1_ips", "batched_ips"):
             doc["raw"][f"detect/{name}"] = det[name].to_dict()
         for k, v in det["latency"].items():
@@ -145,69 +181,99 @@ def table(doc: dict) -> str:
     """The printed (markdown) table."""
     m = doc["machine"]
     gpu = f", GPU {m['cuda']['name']}" if m.get("cuda") else ""
-    lines = [f"# glamor-lightning benchmark, {doc['date']}{' (QUICK: smoke test only)' if doc['quick'] else ''}",
-             "",
-             f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads){gpu}; torch "
-             f"{m['torch']}; device {m['device']}; 1-min load at start {m.get('load_avg_1m', '?')}. "
-             f"Batch {doc['settings']['batch']}; each figure the median of up to {doc['settings']['repeats']} "
-             f"repeats after warm-up; {doc['elapsed_s']:.0f} s in all.", ""]
+    lines = [
+        f"# glamor-lightning benchmark, {doc['date']}{' (QUICK: smoke test only)' if doc['quick'] else ''}",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads){gpu}; torch "
+        f"{m['torch']}; device {m['device']}; 1-min load at start {m.get('load_avg_1m', '?')}. "
+        f"Batch {doc['settings']['batch']}; each figure the median of up to {doc['settings']['repeats']} "
+        f"repeats after warm-up; {doc['elapsed_s']:.0f} s in all.",
+        "",
+    ]
     bbs = doc["backbones"]
     if any("model_only_grid_ips" in e for e in bbs.values()):
         cols = [f"{p} {'NCHW' if f == 'nchw' else 'CL'}" for p in PRECISIONS for f in FORMATS]
-        lines += ["## Model-only training (images/s: forward + backward + SGD step, uint8 batch in memory)", "",
-                  "| backbone | params | fwd GFLOPs/img | " + " | ".join(cols) + " | best |",
-                  "|---|---:|---:|" + "---:|" * len(cols) + "---|"]
+        lines += [
+            "## Model-only training (images/s: forward + backward + SGD step, uint8 batch in memory)",
+            "",
+            "| backbone | params | fwd GFLOPs/img | " + " | ".join(cols) + " | best |",
+            "|---|---:|---:|" + "---:|" * len(cols) + "---|",
+        ]
         for b, e in bbs.items():
             g = e.get("model_only_grid_ips", {})
             best = e.get("best", {})
             best_name = f"{best.get('precision')}{' CL' if best.get('channels_last') else ''}"
-            lines.append(f"| {b} | {_f(e.get('params'), 0)} | {_f(e.get('forward_gflops_per_image'), 3)} | "
-                         + " | ".join(_f(g.get(f"{p}/{f}")) for p in PRECISIONS for f in FORMATS)
-                         + f" | {best_name} |")
+            lines.append(
+                f"| {b} | {_f(e.get('params'), 0)} | {_f(e.get('forward_gflops_per_image'), 3)} | "
+                + " | ".join(_f(g.get(f"{p}/{f}")) for p in PRECISIONS for f in FORMATS)
+                + f" | {best_name} |"
+            )
         lines.append("")
     if any("full_ips" in e for e in bbs.values()):
-        lines += ["## Full training vs model-only (best setting; repeats interleaved)", "",
-                  "| backbone | model-only img/s | full img/s | full / model-only | full, augment_on=device "
-                  "| ratio | achieved GFLOP/s | peak GFLOP/s | utilisation |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "## Full training vs model-only (best setting; repeats interleaved)",
+            "",
+            "| backbone | model-only img/s | full img/s | full / model-only | full, augment_on=device "
+            "| ratio | achieved GFLOP/s | peak GFLOP/s | utilisation |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for b, e in bbs.items():
             if "full_ips" in e:
-                lines.append(f"| {b} | {_f(e['model_only_ips'])} | {_f(e['full_ips'])} | {_f(e['full_ratio'], 2)} | "
-                             f"{_f(e['full_device_aug_ips'])} | {_f(e['full_device_aug_ratio'], 2)} | "
-                             f"{_f(e.get('achieved_gflops'))} | {_f(e.get('peak_gflops'))} | "
-                             f"{_f(e.get('utilisation_pct'))} % |")
+                lines.append(
+                    f"| {b} | {_f(e['model_only_ips'])} | {_f(e['full_ips'])} | {_f(e['full_ratio'], 2)} | "
+                    f"{_f(e['full_device_aug_ips'])} | {_f(e['full_device_aug_ratio'], 2)} | "
+                    f"{_f(e.get('achieved_gflops'))} | {_f(e.get('peak_gflops'))} | "
+                    f"{_f(e.get('utilisation_pct'))} % |"
+                )
         lines.append("")
     if "peak" in doc:
         pk = doc["peak"]
-        lines += [f"Matmul peak ({pk['matmul_n']}²): fp32 {_f(pk['fp32_gflops'])} GFLOP/s, bf16 "
-                  f"{_f(pk['bf16_gflops'])} GFLOP/s (best repeat). Training FLOPs ≈ 3 × forward.", ""]
+        lines += [
+            f"Matmul peak ({pk['matmul_n']}²): fp32 {_f(pk['fp32_gflops'])} GFLOP/s, bf16 "
+            f"{_f(pk['bf16_gflops'])} GFLOP/s (best repeat). Training FLOPs ≈ 3 × forward.",
+            "",
+        ]
     for key, what in (("data_path", "the benchmark root"), ("data_path_caer_size", "CAER-S-sized 712×400 PNGs")):
         if key not in doc:
             continue
         d = doc[key]
-        lines += [f"## Data path, {what} (images/s through a DataLoader, batch {d['batch']}, augmentation on, "
-                  f"{d['images']} images)", "",
-                  "| workers | decode PNG + crop + augment | packed cache + augment | cache / decode "
-                  "| cache + batched augment | batched / decode | cache + albumentations | albumentations / decode |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## Data path, {what} (images/s through a DataLoader, batch {d['batch']}, augmentation on, "
+            f"{d['images']} images)",
+            "",
+            "| workers | decode PNG + crop + augment | packed cache + augment | cache / decode "
+            "| cache + batched augment | batched / decode | cache + albumentations | albumentations / decode |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for w, f in d["workers"].items():
-            lines.append(f"| {w} | {_f(f['decode_ips'])} | {_f(f['cache_ips'])} | {_f(f['cache_over_decode'], 1)}× | "
-                         f"{_f(f['cache_batched_ips'])} | {_f(f['cache_batched_over_decode'], 1)}× | "
-                         f"{_f(f['cache_albumentations_ips'])} | {_f(f['cache_albumentations_over_decode'], 1)}× |")
+            lines.append(
+                f"| {w} | {_f(f['decode_ips'])} | {_f(f['cache_ips'])} | {_f(f['cache_over_decode'], 1)}× | "
+                f"{_f(f['cache_batched_ips'])} | {_f(f['cache_batched_over_decode'], 1)}× | "
+                f"{_f(f['cache_albumentations_ips'])} | {_f(f['cache_albumentations_over_decode'], 1)}× |"
+            )
         lines.append("")
     if "detection" in doc:
         d = doc["detection"]
         w, h = d["image_size"]
-        lines += ["## Face detection and prediction", "",
-                  f"MTCNN on {w}×{h} images: {_f(d['batch1_ips'])} img/s one at a time, {_f(d['batched_ips'])} img/s "
-                  f"in batches of {d['batch']} ({_f(d['batched_speedup'], 2)}×).", "",
-                  f"Prediction latency on a 1024×512 photo (`Predictor.predict`, {d['predict_backbone']}):", "",
-                  "| faces | found | end to end ms | detection ms | "
-                  + " | ".join(f"classify ms ({b})" for b in d["classify_ms"]) + " |",
-                  "|---:|---:|---:|---:|" + "---:|" * len(d["classify_ms"])]
+        lines += [
+            "## Face detection and prediction",
+            "",
+            f"MTCNN on {w}×{h} images: {_f(d['batch1_ips'])} img/s one at a time, {_f(d['batched_ips'])} img/s "
+            f"in batches of {d['batch']} ({_f(d['batched_speedup'], 2)}×).",
+            "",
+            f"Prediction latency on a 1024×512 photo (`Predictor.predict`, {d['predict_backbone']}):",
+            "",
+            "| faces | found | end to end ms | detection ms | "
+            + " | ".join(f"classify ms ({b})" for b in d["classify_ms"])
+            + " |",
+            "|---:|---:|---:|---:|" + "---:|" * len(d["classify_ms"]),
+        ]
         for k in d["latency_ms"]:
-            lines.append(f"| {k} | {d['faces_found'][k]} | {_f(d['latency_ms'][k], 0)} | {_f(d['detect_ms'][k], 0)} | "
-                         + " | ".join(_f(c.get(k), 1) for c in d["classify_ms"].values()) + " |")
+            lines.append(
+                f"| {k} | {d['faces_found'][k]} | {_f(d['latency_ms'][k], 0)} | {_f(d['detect_ms'][k], 0)} | "
+                + " | ".join(_f(c.get(k), 1) for c in d["classify_ms"].values())
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -240,8 +306,14 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     device = common.pick_device(args.device)
     backbones = tuple(args.backbones.split(",")) if args.backbones else None
-    s = Settings.make(device, quick=args.quick, repeats=args.repeats, batch=args.batch, backbones=backbones,
-                      full_workers=args.full_workers)
+    s = Settings.make(
+        device,
+        quick=args.quick,
+        repeats=args.repeats,
+        batch=args.batch,
+        backbones=backbones,
+        full_workers=args.full_workers,
+    )
     sections = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
@@ -249,8 +321,10 @@ def run(args: argparse.Namespace) -> dict:
     if "full" in sections and "model" not in sections:
         sections.insert(0, "model")
     machine = common.machine(device)
-    log(f"device {device}, {machine['cpu']} ({machine['cores']} cores), torch {machine['torch']}, "
-        f"sections {sections}{', QUICK' if s.quick else ''}")
+    log(
+        f"device {device}, {machine['cpu']} ({machine['cores']} cores), torch {machine['torch']}, "
+        f"sections {sections}{', QUICK' if s.quick else ''}"
+    )
     started = time.perf_counter()
     raw: dict = {}
     root, tmp = (None, None)

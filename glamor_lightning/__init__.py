@@ -1,4 +1,5 @@
 """GLAMOR-Net (Global-Local Attention for context-aware emotion recognition) in PyTorch Lightning."""
+
 import os as _os
 
 # No code path may wait on the network: albumentations otherwise checks for updates at import.

@@ -3,6 +3,7 @@
 Faces are numbered from 1 in the order they are given: `predict` gives them most confident first, and
 the number on the image is the face's `number` in the JSON (`faces[number - 1]`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,8 +12,16 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-_COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-            (240, 50, 230), (210, 245, 60)]
+_COLOURS = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+]
 
 
 class Labelled(Protocol):
@@ -43,6 +52,5 @@ def annotate(image: np.ndarray, predictions: Sequence[Labelled]) -> np.ndarray:
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
         ty = y1 - 4 if y1 - th - base - 4 >= 0 else min(h - 1, y2 + th + 4)
         cv2.rectangle(out, (x1, ty - th - base), (min(w - 1, x1 + tw + 4), ty + base), colour, -1)
-        cv2.putText(out, text, (x1 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
-                    cv2.LINE_AA)
+        cv2.putText(out, text, (x1 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
     return out

@@ -3,6 +3,7 @@
 A value that fails one is reported by argparse as one line, `glamor predict: error: argument --threshold:
 must be in (0, 1], got 1.5`, with exit status 2, before anything is loaded or written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,6 +45,7 @@ def output_file(text: str) -> str:
     """A file to write: new, or an existing file (replaced), but not a folder."""
     path = Path(text)
     if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a folder, not a file: give the file to write, "
-                                         f"e.g. {path / 'model.onnx'}")
+        raise argparse.ArgumentTypeError(
+            f"{path} is a folder, not a file: give the file to write, e.g. {path / 'model.onnx'}"
+        )
     return text

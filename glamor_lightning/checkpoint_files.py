@@ -19,10 +19,18 @@ EXPECTED = "expected a .ckpt written by glamor_lightning.train"
 #: how `torch.save` starts a legacy (non-zip) file: pickle protocol 2, then its magic number as a LONG1
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 #: leading bytes of file kinds people pass by mistake, and how to name them
-SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
-              (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras weights?)"), (b"\x93NUMPY", "a NumPy array (.npy)"),
-              (b"\x1f\x8b", "a gzip archive"), (b"BZh", "a bzip2 archive"), (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-              (b"%PDF", "a PDF document"), (b"RIFF", "a RIFF file (WebP, WAV, AVI)"))
+SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras weights?)"),
+    (b"\x93NUMPY", "a NumPy array (.npy)"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"BZh", "a bzip2 archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"%PDF", "a PDF document"),
+    (b"RIFF", "a RIFF file (WebP, WAV, AVI)"),
+)
 
 
 def _text_kind(head: bytes) -> str | None:
@@ -31,7 +39,7 @@ def _text_kind(head: bytes) -> str | None:
         return None
     for cut in range(4):  # the head may end inside a multi-byte character
         try:
-            text = head[:len(head) - cut].decode("utf-8")
+            text = head[: len(head) - cut].decode("utf-8")
             break
         except UnicodeDecodeError:
             continue
@@ -91,9 +99,12 @@ def folder_error(path: Path) -> CheckpointError:
     found = sorted({p for depth in ("", "*/", "*/*/", "*/*/*/") for p in path.glob(f"{depth}*.ckpt") if p.is_file()})
     if not found:
         return CheckpointError(f"{path} is a folder, not a checkpoint file, and holds no .ckpt file; {EXPECTED}")
-    best = next((p for p in found if p.name == "last.ckpt" and p.parent.name == "checkpoints"),
-                next((p for p in found if p.name == "last.ckpt"), found[0]))
+    best = next(
+        (p for p in found if p.name == "last.ckpt" and p.parent.name == "checkpoints"),
+        next((p for p in found if p.name == "last.ckpt"), found[0]),
+    )
     listed = ", ".join(str(p.relative_to(path)) for p in found[:MAX_LISTED])
     more = f" … and {len(found) - MAX_LISTED} more" if len(found) > MAX_LISTED else ""
-    return CheckpointError(f"{path} is a folder, not a checkpoint file (did you mean {best}?); "
-                           f".ckpt files in it: {listed}{more}")
+    return CheckpointError(
+        f"{path} is a folder, not a checkpoint file (did you mean {best}?); .ckpt files in it: {listed}{more}"
+    )

@@ -11,14 +11,16 @@ Every command that reads a checkpoint goes through `load_module`:
   `CheckpointError` lists the missing, unexpected and mis-shaped keys. (Metric states saved for
   resuming are loaded when present and left fresh when a checkpoint of another version lacks them.)
 """
+
 from __future__ import annotations
 
 import inspect
 import logging
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -55,22 +57,28 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's message: a boilerplate first line, then the reason (naming the offending global)
-        lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()
-                 and not ln.strip().startswith(("Check the documentation", "Please file an issue"))]
+        lines = [
+            ln.strip()
+            for ln in str(err).splitlines()[1:]
+            if ln.strip() and not ln.strip().startswith(("Check the documentation", "Please file an issue"))
+        ]
         found = [ln for ln in lines if "global" in ln.lower()]
         if found:
             raise CheckpointError(
                 f"Refused to load {path}: it holds a Python object that loading would import and run "
                 f"({found[0]}). glamor loads checkpoints with torch.load(weights_only=True) only, which "
                 "allows tensors and plain values. If you made this file yourself and trust it, re-save "
-                "its 'state_dict' and 'hyper_parameters' as plain values.") from None
+                "its 'state_dict' and 'hyper_parameters' as plain values."
+            ) from None
         raise CheckpointError(
             f"Refused to load {path}: it is not a weights-only PyTorch checkpoint (corrupt, not made by "
-            f"torch.save, or holding pickled code): {lines[-1] if lines else str(err)[:200]}") from None
+            f"torch.save, or holding pickled code): {lines[-1] if lines else str(err)[:200]}"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
         # a damaged file that starts like a torch.save file: torch's own reason, whatever its type
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (damaged or truncated?): "
-                              f"{type(err).__name__}: {err}") from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (damaged or truncated?): {type(err).__name__}: {err}"
+        ) from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), Mapping):
         raise CheckpointError(f"{path} is not a Lightning checkpoint: no 'state_dict' in it")
     return ckpt
@@ -85,8 +93,11 @@ def state_dict_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str
     """A description of how `found` differs from `expected` (keys and shapes), or None when they match."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
-    shapes = [f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in found and hasattr(found[k], "shape") and tuple(found[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in found and hasattr(found[k], "shape") and tuple(found[k].shape) != tuple(v.shape)
+    ]
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing key(s): {_summarise(missing)}")
@@ -97,7 +108,7 @@ def state_dict_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str
     return "; ".join(parts) or None
 
 
-def build_module(hparams: Mapping[str, Any], where: str = "checkpoint") -> "EmotionModule":
+def build_module(hparams: Mapping[str, Any], where: str = "checkpoint") -> EmotionModule:
     """An `EmotionModule` from saved hyper-parameters; encoders start empty (the weights come next)."""
     from glamor_lightning.module import EmotionModule
 
@@ -105,8 +116,10 @@ def build_module(hparams: Mapping[str, Any], where: str = "checkpoint") -> "Emot
     accepted = set(inspect.signature(EmotionModule.__init__).parameters) - {"self"}
     unknown = sorted(set(hp) - accepted)
     if unknown:
-        raise CheckpointError(f"{where} has hyper-parameters this version of EmotionModule does not know: "
-                              f"{', '.join(unknown)} (made by another version of glamor-lightning?)")
+        raise CheckpointError(
+            f"{where} has hyper-parameters this version of EmotionModule does not know: "
+            f"{', '.join(unknown)} (made by another version of glamor-lightning?)"
+        )
     # the weights are in the checkpoint: never fetch or read pretrained encoder weights again
     hp["pretrained"], hp["pretrained_path"] = False, None
     try:
@@ -115,8 +128,9 @@ def build_module(hparams: Mapping[str, Any], where: str = "checkpoint") -> "Emot
         raise CheckpointError(f"{where}: its hyper-parameters do not build a model: {err}") from None
 
 
-def module_from_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint",
-                           map_location: str | torch.device = "cpu", eval_mode: bool = True) -> "EmotionModule":
+def module_from_checkpoint(
+    ckpt: Mapping[str, Any], where: str = "checkpoint", map_location: str | torch.device = "cpu", eval_mode: bool = True
+) -> EmotionModule:
     """Rebuild an `EmotionModule` from a checkpoint dictionary read by `read_checkpoint`."""
     hparams = ckpt.get("hyper_parameters")
     if not isinstance(hparams, Mapping):
@@ -128,24 +142,35 @@ def module_from_checkpoint(ckpt: Mapping[str, Any], where: str = "checkpoint",
     # the architecture is the net's weights: they must match exactly. Other entries are metric states
     # saved for resuming (which checkpoints of other versions may lack): loaded when present.
     own = module.state_dict()
-    problem = state_dict_mismatch({k: v for k, v in own.items() if k.startswith(NET_PREFIX)},
-                                  {k: v for k, v in state.items() if k.startswith(NET_PREFIX)})
+    problem = state_dict_mismatch(
+        {k: v for k, v in own.items() if k.startswith(NET_PREFIX)},
+        {k: v for k, v in state.items() if k.startswith(NET_PREFIX)},
+    )
     if problem:
-        arch = ", ".join(f"{k}={hparams.get(k)!r}" for k in ("backbone", "attention", "fusion", "inputs",
-                                                               "num_classes", "aux_heads") if k in hparams)
-        raise CheckpointError(f"{where}: the weights do not fit the architecture its hyper-parameters "
-                              f"describe ({arch}): {problem}")
-    extra = state_dict_mismatch({k: v for k, v in own.items() if not k.startswith(NET_PREFIX)},
-                                {k: v for k, v in state.items() if not k.startswith(NET_PREFIX)})
+        arch = ", ".join(
+            f"{k}={hparams.get(k)!r}"
+            for k in ("backbone", "attention", "fusion", "inputs", "num_classes", "aux_heads")
+            if k in hparams
+        )
+        raise CheckpointError(
+            f"{where}: the weights do not fit the architecture its hyper-parameters describe ({arch}): {problem}"
+        )
+    extra = state_dict_mismatch(
+        {k: v for k, v in own.items() if not k.startswith(NET_PREFIX)},
+        {k: v for k, v in state.items() if not k.startswith(NET_PREFIX)},
+    )
     if extra:
         log.debug("%s: metric states differ from this version's (%s); using fresh ones", where, extra)
-    module.load_state_dict({k: v for k, v in state.items() if k in own
-                            and tuple(getattr(v, "shape", ())) == tuple(own[k].shape)}, strict=False)
+    module.load_state_dict(
+        {k: v for k, v in state.items() if k in own and tuple(getattr(v, "shape", ())) == tuple(own[k].shape)},
+        strict=False,
+    )
     module.to(torch.device(map_location))
     return module.eval() if eval_mode else module
 
 
-def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                eval_mode: bool = True) -> "EmotionModule":
+def load_module(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", eval_mode: bool = True
+) -> EmotionModule:
     """Load an `EmotionModule` checkpoint safely (see the module docstring); in eval mode by default."""
     return module_from_checkpoint(read_checkpoint(path, map_location), str(path), map_location, eval_mode)

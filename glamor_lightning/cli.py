@@ -1,11 +1,12 @@
 """The `glamor` command; its sub-commands live in `glamor_lightning.commands` (one module each)."""
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from glamor_lightning import commands
 

@@ -13,8 +13,8 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from glamor_lightning.hydra_utils import CONF_DIR, format_metrics
 from glamor_lightning.data.index import check_data_root
+from glamor_lightning.hydra_utils import CONF_DIR, format_metrics
 from glamor_lightning.preflight import check_checkpoint_path, report_user_errors
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ offline with no extra packages and handles every backbone here; torch 2.9+ defau
 `torch.export`-based exporter, which needs onnxscript and is still changing. Every exported model has
 both inputs, also a setting that reads only one (e.g. `inputs=face`: its `context` is accepted and ignored).
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,7 @@ def example_inputs(contract: DataContract, batch: int = 2, seed: int = 0) -> tup
     return torch.rand(batch, 3, f, f, generator=g), torch.rand(batch, 3, c, c, generator=g)
 
 
-def export_onnx(net: nn.Module, path: str | os.PathLike, contract: DataContract,
-                opset: int = DEFAULT_OPSET) -> Path:
+def export_onnx(net: nn.Module, path: str | os.PathLike, contract: DataContract, opset: int = DEFAULT_OPSET) -> Path:
     """Write `net` (a GlamorNet, or an EmotionModule's `.net`) to `path` as ONNX with a dynamic batch, its
     input sizes those of `contract` (the `data_contract` of the module it comes from)."""
     path = Path(path)
@@ -66,9 +66,17 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, contract: DataContract,
     axes = {"face": {0: "batch"}, "context": {0: "batch"}, "logits": {0: "batch"}, "attention": {0: "batch"}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(wrapper, example_inputs(contract), str(path), input_names=list(INPUT_NAMES),
-                          output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=opset,
-                          do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            wrapper,
+            example_inputs(contract),
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     write_contract_metadata(path, contract)
     return path
 
@@ -90,8 +98,9 @@ def onnx_session(path: str | os.PathLike):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def check_onnx(net: nn.Module, path: str | os.PathLike, contract: DataContract, batch: int = 3,
-               seed: int = 1) -> dict[str, float]:
+def check_onnx(
+    net: nn.Module, path: str | os.PathLike, contract: DataContract, batch: int = 3, seed: int = 1
+) -> dict[str, float]:
     """Max absolute difference between ONNX Runtime (CPU) and PyTorch on random inputs of `contract`'s sizes."""
     face, context = example_inputs(contract, batch, seed)
     session = onnx_session(path)
@@ -100,5 +109,7 @@ def check_onnx(net: nn.Module, path: str | os.PathLike, contract: DataContract, 
     logits_ort, attention_ort = session.run(list(OUTPUT_NAMES), feeds)
     with torch.no_grad():
         out = net.eval().cpu()(face, context)
-    return {"logits": float(np.abs(logits_ort - out.logits.numpy()).max()),
-            "attention": float(np.abs(attention_ort - out.attention.numpy()).max())}
+    return {
+        "logits": float(np.abs(logits_ort - out.logits.numpy()).max()),
+        "attention": float(np.abs(attention_ort - out.attention.numpy()).max()),
+    }

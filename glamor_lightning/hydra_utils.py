@@ -1,4 +1,5 @@
 """Small helpers the Hydra entry points share: instantiation of lists and a run summary."""
+
 from __future__ import annotations
 
 import logging
@@ -32,7 +33,7 @@ def loggers(cfg: DictConfig) -> list[Logger]:
     return instantiate_group(cfg.get("logger"))
 
 
-def finish_loggers(trainer: "L.Trainer") -> None:
+def finish_loggers(trainer: L.Trainer) -> None:
     """End the W&B run of each WandbLogger: the jobs of an in-process Hydra multirun share one Python
     process, and without `finish()` the next job would log into this job's run."""
     from lightning.pytorch.loggers import WandbLogger

@@ -1,4 +1,5 @@
 """Loggers: W&B that goes offline by itself when nobody is logged in, so a run never hangs or fails."""
+
 from __future__ import annotations
 
 import logging
@@ -32,13 +33,19 @@ def wandb_mode() -> str:
     return "online" if wandb_credentials_found() else "offline"
 
 
-def wandb_logger(project: str = "glamor-lightning", save_dir: str = ".", mode: str | None = None,
-                 **kwargs) -> WandbLogger:
+def wandb_logger(
+    project: str = "glamor-lightning", save_dir: str = ".", mode: str | None = None, **kwargs
+) -> WandbLogger:
     """A WandbLogger whose online/offline mode is decided before W&B starts."""
     mode = mode or wandb_mode()
     os.environ["WANDB_MODE"] = mode  # DDP children and wandb's own service read it
     if mode == "offline":
         log.info("W&B offline (no login found): sync later with `wandb sync %s/wandb/offline-run-*`", save_dir)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(project=project, save_dir=save_dir, offline=mode == "offline",
-                       mode=mode if mode != "offline" else None, **kwargs)
+    return WandbLogger(
+        project=project,
+        save_dir=save_dir,
+        offline=mode == "offline",
+        mode=mode if mode != "offline" else None,
+        **kwargs,
+    )

@@ -1,7 +1,8 @@
 """The LightningModule: GlamorNet plus loss, metrics, optimiser and schedule."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import lightning as L
 import torch
@@ -10,7 +11,12 @@ from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from glamor_lightning.data.classes import CLASSES
-from glamor_lightning.data.contract import CHECKPOINT_KEY, DataContract, contract_from_checkpoint, contract_of_datamodule
+from glamor_lightning.data.contract import (
+    CHECKPOINT_KEY,
+    DataContract,
+    contract_from_checkpoint,
+    contract_of_datamodule,
+)
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
 from glamor_lightning.schedules import make_schedule, planned_epochs
 
@@ -49,24 +55,51 @@ class EmotionModule(L.LightningModule):
     the net is compiled in place in `configure_model`, so checkpoint keys do not change.
     """
 
-    def __init__(self, backbone: str = "original", attention: str = "gla", fusion: str = "fusion_net",
-                 inputs: str = "both", num_classes: int = len(CLASSES), gla_batchnorm: bool = True,
-                 hidden: int = 128, dropout: float = 0.5, pretrained: bool = False,
-                 pretrained_path: str | None = None, bn_momentum: float | None = 0.1,
-                 lr: float = 0.01, momentum: float = 0.9,
-                 weight_decay: float = 0.0, nesterov: bool = False, lr_schedule: str = "cosine",
-                 lr_milestones: Sequence[int] = (25, 40), lr_gamma: float = 0.1, min_lr: float = 0.0,
-                 warmup_epochs: int = 0, channels_last: bool = True, compile: bool | str = False,
-                 aux_heads: bool = False, class_names: Sequence[str] = CLASSES) -> None:
+    def __init__(
+        self,
+        backbone: str = "original",
+        attention: str = "gla",
+        fusion: str = "fusion_net",
+        inputs: str = "both",
+        num_classes: int = len(CLASSES),
+        gla_batchnorm: bool = True,
+        hidden: int = 128,
+        dropout: float = 0.5,
+        pretrained: bool = False,
+        pretrained_path: str | None = None,
+        bn_momentum: float | None = 0.1,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        lr_schedule: str = "cosine",
+        lr_milestones: Sequence[int] = (25, 40),
+        lr_gamma: float = 0.1,
+        min_lr: float = 0.0,
+        warmup_epochs: int = 0,
+        channels_last: bool = True,
+        compile: bool | str = False,
+        aux_heads: bool = False,
+        class_names: Sequence[str] = CLASSES,
+    ) -> None:
         super().__init__()
         # plain tuples, not Hydra's ListConfig: checkpoints stay loadable with weights_only=True
         lr_milestones, class_names = tuple(int(m) for m in lr_milestones), tuple(map(str, class_names))
         self.save_hyperparameters()
-        self.net = GlamorNet(backbone=backbone, attention=attention, fusion=fusion, inputs=inputs,
-                             num_classes=num_classes, gla_batchnorm=gla_batchnorm, hidden=hidden,
-                             dropout=dropout, pretrained=pretrained, pretrained_path=pretrained_path,
-                             bn_momentum=bn_momentum,
-                             aux_heads=bool(aux_heads) and inputs == "both")
+        self.net = GlamorNet(
+            backbone=backbone,
+            attention=attention,
+            fusion=fusion,
+            inputs=inputs,
+            num_classes=num_classes,
+            gla_batchnorm=gla_batchnorm,
+            hidden=hidden,
+            dropout=dropout,
+            pretrained=pretrained,
+            pretrained_path=pretrained_path,
+            bn_momentum=bn_momentum,
+            aux_heads=bool(aux_heads) and inputs == "both",
+        )
         self.class_names = list(class_names)
         #: what the model's inputs are (`data.contract`): the defaults until `bind_data` or a checkpoint sets it
         self.data_contract = DataContract(mask_face=self.net.masks_face, class_names=class_names)
@@ -85,8 +118,7 @@ class EmotionModule(L.LightningModule):
         self.val_w_face, self.val_w_context = MeanMetric(), MeanMetric()
         # metrics that span a training epoch (or the run) are saved in checkpoints, so that a run
         # resumed mid-epoch logs what the uninterrupted run logs
-        for metric in (self.train_loss, self.train_acc, self.train_w_face, self.train_w_context,
-                       self.val_acc_best):
+        for metric in (self.train_loss, self.train_acc, self.train_w_face, self.train_w_context, self.val_acc_best):
             metric.persistent(True)
         self._compiled = False
         if channels_last:
@@ -108,14 +140,18 @@ class EmotionModule(L.LightningModule):
         """
         if datamodule.mask_face is None:
             if getattr(datamodule, "cache", None) is not None and not self.net.masks_face:
-                raise ValueError("the data module built its cache with the face masked before it knew the model "
-                                 f"(inputs={self.net.inputs!r} needs it visible): call "
-                                 "module.bind_data(datamodule) before fitting, or set data.mask_face=false")
+                raise ValueError(
+                    "the data module built its cache with the face masked before it knew the model "
+                    f"(inputs={self.net.inputs!r} needs it visible): call "
+                    "module.bind_data(datamodule) before fitting, or set data.mask_face=false"
+                )
             datamodule.mask_face = self.net.masks_face
         contract = contract_of_datamodule(datamodule)
         if tuple(contract.class_names) != tuple(self.class_names):
-            raise ValueError(f"the data's classes {list(contract.class_names)} are not the model's "
-                             f"{self.class_names} (model.class_names)")
+            raise ValueError(
+                f"the data's classes {list(contract.class_names)} are not the model's "
+                f"{self.class_names} (model.class_names)"
+            )
         self.data_contract = contract
 
     def setup(self, stage: str) -> None:
@@ -136,16 +172,16 @@ class EmotionModule(L.LightningModule):
             self.net.compile(backend="inductor" if option is True else str(option))
             self._compiled = True
 
-    def _step(self, batch: Batch, heads: Sequence[str] = ("fused",)
-              ) -> tuple[dict[str, torch.Tensor], torch.Tensor, GlamorOutput]:
+    def _step(
+        self, batch: Batch, heads: Sequence[str] = ("fused",)
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, GlamorOutput]:
         """The batch through the model: the losses of `heads` (`head_losses`), the targets and the output."""
         face, context, target = batch[:3]
         out = self(face, context)
         return self.head_losses(out, target, heads), target, out
 
     @staticmethod
-    def head_losses(out: GlamorOutput, target: torch.Tensor, heads: Sequence[str] = LOSSES
-                    ) -> dict[str, torch.Tensor]:
+    def head_losses(out: GlamorOutput, target: torch.Tensor, heads: Sequence[str] = LOSSES) -> dict[str, torch.Tensor]:
         """Cross-entropy (in fp32) of each of `heads` (names in `LOSSES`) that the model has."""
         logits = {name: getattr(out, HEAD_LOGITS[name]) for name in heads}
         return {name: F.cross_entropy(x.float(), target) for name, x in logits.items() if x is not None}
@@ -154,8 +190,10 @@ class EmotionModule(L.LightningModule):
         losses, target, out = self._step(batch, LOSSES)
         unknown = set(self.loss_weights) - set(losses)
         if unknown:
-            raise ValueError(f"loss_weights name {sorted(unknown)}, which this model lacks; it has "
-                             f"{sorted(losses)} (auxiliary heads need aux_heads=true)")
+            raise ValueError(
+                f"loss_weights name {sorted(unknown)}, which this model lacks; it has "
+                f"{sorted(losses)} (auxiliary heads need aux_heads=true)"
+            )
         # every head enters the sum, weight 0 included: DDP needs each parameter in each step's graph
         loss = torch.stack([self.loss_weights.get(k, 0.0) * v for k, v in losses.items()]).sum()
         self.train_loss(loss)
@@ -206,8 +244,13 @@ class EmotionModule(L.LightningModule):
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/n", self.test_n, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True, prog_bar=True)
-        return {"row": batch[3], "target": target, "pred": preds, "probs": out.logits.float().softmax(1),
-                "attention": out.attention.float()}
+        return {
+            "row": batch[3],
+            "target": target,
+            "pred": preds,
+            "probs": out.logits.float().softmax(1),
+            "attention": out.attention.float(),
+        }
 
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()  # a test interrupted earlier leaves nothing behind
@@ -223,10 +266,19 @@ class EmotionModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.SGD(self.param_groups(), lr=hp.lr, momentum=hp.momentum,
-                                    weight_decay=hp.weight_decay, nesterov=hp.nesterov)
-        scheduler = make_schedule(optimizer, hp.lr_schedule, hp.lr, self._schedule_epochs(), hp.lr_milestones,
-                                  hp.lr_gamma, hp.min_lr, hp.warmup_epochs)
+        optimizer = torch.optim.SGD(
+            self.param_groups(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
+        )
+        scheduler = make_schedule(
+            optimizer,
+            hp.lr_schedule,
+            hp.lr,
+            self._schedule_epochs(),
+            hp.lr_milestones,
+            hp.lr_gamma,
+            hp.min_lr,
+            hp.warmup_epochs,
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def _schedule_epochs(self) -> int:
@@ -237,7 +289,8 @@ class EmotionModule(L.LightningModule):
                 raise ValueError(
                     "model.lr_schedule='cosine' anneals over the run's length, but this run has no known length: "
                     f"set trainer.max_epochs (now {self.trainer.max_epochs}) or trainer.max_steps (now "
-                    f"{self.trainer.max_steps}), or choose model.lr_schedule=constant or multistep")
+                    f"{self.trainer.max_steps}), or choose model.lr_schedule=constant or multistep"
+                )
             epochs = 1  # constant and multistep do not depend on the length
         return max(1, epochs)
 

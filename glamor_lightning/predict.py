@@ -13,6 +13,7 @@ face 96×96, context 128×171, crop 112×112, face masked). All faces of one ima
 as one batch. The files `glamor predict` writes (JSON, annotated PNG, attention figures) are made in
 `glamor_lightning.predict_files`.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,9 +44,13 @@ class FacePrediction:
     attention: np.ndarray | None = field(default=None, repr=False)  #: [h, w], sums to 1
 
     def to_dict(self) -> dict:
-        return {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 6),
-                "label": self.label, "probability": round(float(self.probability), 6),
-                "probabilities": {k: round(float(v), 6) for k, v in self.probabilities.items()}}
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "score": round(float(self.score), 6),
+            "label": self.label,
+            "probability": round(float(self.probability), 6),
+            "probabilities": {k: round(float(v), 6) for k, v in self.probabilities.items()},
+        }
 
 
 def as_rgb_uint8(image: np.ndarray | str | os.PathLike) -> np.ndarray:
@@ -73,8 +78,9 @@ class Predictor:
         detector: a ready `FaceDetector` (else one is made).
     """
 
-    def __init__(self, module, device: str | torch.device = "cpu", threshold: float = 0.9,
-                 min_face_size: int = 20, detector=None) -> None:
+    def __init__(
+        self, module, device: str | torch.device = "cpu", threshold: float = 0.9, min_face_size: int = 20, detector=None
+    ) -> None:
         from glamor_lightning.data.mtcnn import FaceDetector
 
         self.device = torch.device(device)
@@ -82,18 +88,23 @@ class Predictor:
         #: the model's inputs: sizes, masking and class names (`glamor_lightning.data.contract`)
         self.contract = module.data_contract
         self.classes = list(self.contract.class_names)
-        self.detector = detector or FaceDetector(device=self.device, threshold=threshold,
-                                                 min_face_size=min_face_size)
+        self.detector = detector or FaceDetector(device=self.device, threshold=threshold, min_face_size=min_face_size)
         self._transform = PairTransform(train=False, crop_size=self.contract.crop_size)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", threshold: float = 0.9,
-                        min_face_size: int = 20) -> Predictor:
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        threshold: float = 0.9,
+        min_face_size: int = 20,
+    ) -> Predictor:
         """Load a checkpoint safely (weights only, see `glamor_lightning.checkpoints`)."""
         from glamor_lightning.checkpoints import load_module
 
-        return cls(load_module(path, map_location="cpu"), device=device, threshold=threshold,
-                   min_face_size=min_face_size)
+        return cls(
+            load_module(path, map_location="cpu"), device=device, threshold=threshold, min_face_size=min_face_size
+        )
 
     @property
     def threshold(self) -> float:
@@ -110,8 +121,11 @@ class Predictor:
         the image with that box zeroed (when the contract masks it), resized to context_size and
         centre-cropped (crop_size²); both HxWx3 uint8."""
         c = self.contract
-        return self._transform(face_crop(image, box, size=c.face_size),
-                               masked_context(image, box, size_hw=c.context_size, mask=c.mask_face), 0)
+        return self._transform(
+            face_crop(image, box, size=c.face_size),
+            masked_context(image, box, size_hw=c.context_size, mask=c.mask_face),
+            0,
+        )
 
     def model_inputs(self, image: np.ndarray, boxes: Sequence[Box]) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 NHWC batches (faces, contexts: `face_inputs` of each box) of the faces `boxes` of one image."""
@@ -119,8 +133,9 @@ class Predictor:
         return torch.from_numpy(np.stack(faces)), torch.from_numpy(np.stack(contexts))
 
     @torch.no_grad()
-    def classify(self, image: np.ndarray, boxes: Sequence[Box], scores: Sequence[float] | None = None,
-                 attention: bool = False) -> list[FacePrediction]:
+    def classify(
+        self, image: np.ndarray, boxes: Sequence[Box], scores: Sequence[float] | None = None, attention: bool = False
+    ) -> list[FacePrediction]:
         """Predict the faces at `boxes` (known boxes, no detection) of an RGB uint8 image, in one batch."""
         if not len(boxes):
             return []
@@ -133,20 +148,29 @@ class Predictor:
         preds = []
         for i, box in enumerate(boxes):
             k = int(probs[i].argmax())
-            preds.append(FacePrediction(
-                box=tuple(float(v) for v in box), score=float(scores[i]), label=self.classes[k],
-                probability=float(probs[i, k]), probabilities=dict(zip(self.classes, map(float, probs[i]))),
-                attention=attn[i] if attention else None))
+            preds.append(
+                FacePrediction(
+                    box=tuple(float(v) for v in box),
+                    score=float(scores[i]),
+                    label=self.classes[k],
+                    probability=float(probs[i, k]),
+                    probabilities=dict(zip(self.classes, map(float, probs[i]))),
+                    attention=attn[i] if attention else None,
+                )
+            )
         return preds
 
     def predict(self, image: np.ndarray | str | os.PathLike, attention: bool = False) -> list[FacePrediction]:
         """All faces of one image (a path or an HxWx3 uint8 RGB array), most confident first."""
         return self.predict_many([image], attention=attention)[0]
 
-    def predict_many(self, images: Sequence[np.ndarray | str | os.PathLike],
-                     attention: bool = False) -> list[list[FacePrediction]]:
+    def predict_many(
+        self, images: Sequence[np.ndarray | str | os.PathLike], attention: bool = False
+    ) -> list[list[FacePrediction]]:
         """`predict` for several images (MTCNN batches images of one size)."""
         arrays = [as_rgb_uint8(im) for im in images]
         detections = self.detector.detect(arrays)
-        return [self.classify(im, [d.box for d in dets], [d.score for d in dets], attention=attention)
-                for im, dets in zip(arrays, detections)]
+        return [
+            self.classify(im, [d.box for d in dets], [d.score for d in dets], attention=attention)
+            for im, dets in zip(arrays, detections)
+        ]

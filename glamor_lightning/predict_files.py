@@ -6,6 +6,7 @@ One job per function: `expand_inputs` (which files), `output_names` (one file na
 `predict_files`, which runs them over the inputs (a file that cannot be read gets a JSON with an `error`;
 the others go on).
 """
+
 from __future__ import annotations
 
 import json
@@ -70,16 +71,24 @@ def no_face_message(predictor: Predictor, image: np.ndarray) -> str:
     """Why an image has no face: too small to hold one of `min_face_size`, or none found confidently."""
     h, w = image.shape[:2]
     if not predictor.detector.searchable(image):
-        return (f"no face: the image ({w}x{h} pixels) is smaller than the smallest face looked for "
-                f"(--min-face-size {predictor.min_face_size}); lower --min-face-size to search it")
+        return (
+            f"no face: the image ({w}x{h} pixels) is smaller than the smallest face looked for "
+            f"(--min-face-size {predictor.min_face_size}); lower --min-face-size to search it"
+        )
     return f"no face found (MTCNN confidence threshold {predictor.threshold})"
 
 
 def image_record(path: Path, image: np.ndarray, predictor: Predictor, faces: Sequence[FacePrediction]) -> dict:
     """The JSON of one image: its size, the detector settings and its faces, numbered from 1 in `FACE_ORDER`."""
-    record = {"image": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
-              "threshold": predictor.threshold, "min_face_size": predictor.min_face_size, "order": FACE_ORDER,
-              "faces": [{"number": k, **f.to_dict()} for k, f in enumerate(faces, start=1)]}
+    record = {
+        "image": str(path),
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "threshold": predictor.threshold,
+        "min_face_size": predictor.min_face_size,
+        "order": FACE_ORDER,
+        "faces": [{"number": k, **f.to_dict()} for k, f in enumerate(faces, start=1)],
+    }
     if not faces:
         record["message"] = no_face_message(predictor, image)
     return record
@@ -92,8 +101,9 @@ def write_annotated(path: Path, image: np.ndarray, faces: Sequence[FacePredictio
     return path
 
 
-def write_face_figures(predictor: Predictor, image: np.ndarray, faces: Sequence[FacePrediction],
-                       out_dir: Path, name: str) -> list[dict]:
+def write_face_figures(
+    predictor: Predictor, image: np.ndarray, faces: Sequence[FacePrediction], out_dir: Path, name: str
+) -> list[dict]:
     """Per face k (from 1), `<name>_face<k>.png` and its panels: the photo with the box, the masked context
     the model saw (`Predictor.face_inputs`) and the attention over it. Returns, per face, the JSON keys
     `attention_figure` and `attention_uniform`."""
@@ -104,8 +114,14 @@ def write_face_figures(predictor: Predictor, image: np.ndarray, faces: Sequence[
         if f.attention is None:
             raise ValueError("write_face_figures needs predictions made with attention=True")
         _, context = predictor.face_inputs(image, f.box)
-        files = write_triplet(out_dir, f"{name}_face{k}", draw_box(image, f.box), context, f.attention,
-                              title=f"face #{k}: {f.label} {f.probability:.2f}")
+        files = write_triplet(
+            out_dir,
+            f"{name}_face{k}",
+            draw_box(image, f.box),
+            context,
+            f.attention,
+            title=f"face #{k}: {f.label} {f.probability:.2f}",
+        )
         keys.append({"attention_figure": files["panels"].name, "attention_uniform": is_uniform(f.attention)})
     return keys
 
@@ -130,8 +146,9 @@ def predict_image(predictor: Predictor, path: Path, out_dir: Path, name: str, at
     return ImageResult(path, json_path, image_path, faces, message=record.get("message"))
 
 
-def predict_files(predictor: Predictor, files: Sequence[Path], out_dir: str | os.PathLike,
-                  attention: bool = False) -> list[ImageResult]:
+def predict_files(
+    predictor: Predictor, files: Sequence[Path], out_dir: str | os.PathLike, attention: bool = False
+) -> list[ImageResult]:
     """Predict every file; write `<name>.png` (annotated) and `<name>.json` per image into `out_dir`
     (and `<name>_face<k>*.png` attention figures on request). An unreadable file gets a JSON with an
     `error` and no PNG; the others go on."""
@@ -139,5 +156,4 @@ def predict_files(predictor: Predictor, files: Sequence[Path], out_dir: str | os
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} is an existing file, not a folder: give a folder to write the results into")
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [predict_image(predictor, path, out_dir, name, attention)
-            for path, name in zip(files, output_names(files))]
+    return [predict_image(predictor, path, out_dir, name, attention) for path, name in zip(files, output_names(files))]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from glamor_lightning.checkpoint_files import folder_error
 from glamor_lightning.errors import CheckpointError, SetupError, UserError

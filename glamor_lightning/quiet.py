@@ -10,6 +10,7 @@ still shows:
   FutureWarning per fit and per test, fixed by a later Lightning, not by us);
 - Lightning logs tips advertising its cloud products (`litlogger`, `litmodels`) at every Trainer.
 """
+
 from __future__ import annotations
 
 import logging

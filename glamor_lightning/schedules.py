@@ -1,8 +1,10 @@
 """Learning-rate schedules, chosen by name so checkpoints keep plain hyper-parameters."""
+
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -35,9 +37,16 @@ def planned_epochs(trainer: L.Trainer) -> int | None:
     return by_steps if max_epochs is None else min(max_epochs, by_steps)
 
 
-def make_schedule(optimizer: Optimizer, name: str, lr: float, max_epochs: int,
-                  milestones: Sequence[int] = (), gamma: float = 0.1, min_lr: float = 0.0,
-                  warmup_epochs: int = 0) -> LambdaLR:
+def make_schedule(
+    optimizer: Optimizer,
+    name: str,
+    lr: float,
+    max_epochs: int,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    min_lr: float = 0.0,
+    warmup_epochs: int = 0,
+) -> LambdaLR:
     """Per-epoch LambdaLR.
 
     `multistep` multiplies by `gamma` at each milestone and never goes under `min_lr`: with lr 5e-4,

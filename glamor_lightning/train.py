@@ -11,8 +11,8 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from glamor_lightning.hydra_utils import CONF_DIR, format_metrics
 from glamor_lightning.data.index import check_data_root
+from glamor_lightning.hydra_utils import CONF_DIR, format_metrics
 from glamor_lightning.preflight import check_checkpoint_path, report_user_errors
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model.bind_data(datamodule)
     quiet_third_party_notes()
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks(cfg), logger=loggers(cfg))
-    config = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-              for k, v in cfg.items() if k != "hydra"}
+    config = {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k, v in cfg.items()
+        if k != "hydra"
+    }
     for lg in trainer.loggers:
         lg.log_hyperparams({"config": config})
     try:
@@ -62,8 +65,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
             if trainer.is_global_zero:
-                print(f"\nBest checkpoint: {best or '(none)'}\nTest metrics of the best checkpoint:\n"
-                      f"{format_metrics({k: v for k, v in metrics.items() if k.startswith('test/')})}")
+                print(
+                    f"\nBest checkpoint: {best or '(none)'}\nTest metrics of the best checkpoint:\n"
+                    f"{format_metrics({k: v for k, v in metrics.items() if k.startswith('test/')})}"
+                )
     finally:
         finish_loggers(trainer)  # a multirun's next job must not log into this job's W&B run
     return metrics

@@ -1,4 +1,5 @@
 """Shared fixtures: a small real SynthCAER root and Hydra configs composed as the entry points do."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,9 @@ def make_datamodule(root: Path, **kw):
     """A set-up EmotionDataModule over `root`, its cache kept beside the root (not inside it)."""
     from glamor_lightning.data.datamodule import EmotionDataModule
 
-    dm = EmotionDataModule(str(root), batch_size=4, cache_dir=str(root.parent / f"cache-{root.name}"),
-                           cache_workers=0, **kw)
+    dm = EmotionDataModule(
+        str(root), batch_size=4, cache_dir=str(root.parent / f"cache-{root.name}"), cache_workers=0, **kw
+    )
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -63,3 +65,36 @@ def compose_config(name: str, out: Path, overrides: list[str] = ()) -> DictConfi
         cfg.hydra.runtime.output_dir = str(out)
     HydraConfig().set_config(cfg)
     return cfg
+
+
+def fit_checkpoint(root: Path, path: Path, data: dict | None = None, **hparams) -> Path:
+    """A real checkpoint: `EmotionModule(**hparams)` fitted for one step on `root` (data module settings
+    `data`), saved by the Trainer at `path`."""
+    import lightning as L
+
+    from glamor_lightning.data.datamodule import EmotionDataModule
+    from glamor_lightning.module import EmotionModule
+
+    L.seed_everything(0, workers=True)
+    module = EmotionModule(**hparams)
+    dm = EmotionDataModule(str(root), batch_size=8, cache_workers=0, **(data or {}))
+    module.bind_data(dm)
+    trainer = L.Trainer(
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, datamodule=dm)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(synth_root, tmp_path_factory) -> Path:
+    """A default GLAMOR-Net checkpoint after one training step on `synth_root`, made once per session."""
+    return fit_checkpoint(synth_root, tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")

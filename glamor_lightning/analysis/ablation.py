@@ -12,6 +12,7 @@ from `.hydra/` (the `experiment` choice) and the resolved config the CSV logger 
 `results/table<N>.md` (setting, parameters, test accuracy as mean ± std over seeds) and
 `results/table<N>_runs.csv` (one row per run), and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,12 @@ ATTENTION_ORDER = ("none", "standard", "gla")
 FUSION_ORDER = ("none", "fusion_net", "add", "max", "concat")
 BACKBONE_ORDER = ("original", "mobilenetv2", "resnet18")
 LABELS = {
-    "inputs": {"face": "face only", "context": "context only (face masked)",
-               "context_visible": "context only (face visible)", "both": "face + context"},
+    "inputs": {
+        "face": "face only",
+        "context": "context only (face masked)",
+        "context_visible": "context only (face visible)",
+        "both": "face + context",
+    },
     "attention": {"none": "none (average pool)", "standard": "standard (CAER-Net-S)", "gla": "GLA"},
     "fusion": {"none": "-", "fusion_net": "fusion net", "add": "add", "max": "max", "concat": "concat"},
     "backbone": {"original": "original", "mobilenetv2": "MobileNetV2", "resnet18": "ResNet-18"},
@@ -60,8 +65,11 @@ def table_experiments(table: str) -> list[str]:
         return list(FIXED[table])
     names = [p.stem for p in (Path(CONF_DIR) / "experiment").glob(f"table{table}_*.yaml")]
     if not names:
-        known = ", ".join(sorted(set(FIXED) | {p.stem.split("_")[0][5:] for p in
-                                               (Path(CONF_DIR) / "experiment").glob("table*_*.yaml")}))
+        known = ", ".join(
+            sorted(
+                set(FIXED) | {p.stem.split("_")[0][5:] for p in (Path(CONF_DIR) / "experiment").glob("table*_*.yaml")}
+            )
+        )
         raise ValueError(f"no experiment configs for table {table!r} in conf/experiment; tables: {known}")
     return sorted(names, key=lambda n: _order(_factors_of(n)))
 
@@ -76,8 +84,12 @@ def _rank(order: Sequence[str], value: str | None) -> tuple[int, str]:
 
 
 def _order(f: dict[str, Any]) -> tuple:
-    return (_rank(INPUT_ORDER, f.get("inputs")), _rank(ATTENTION_ORDER, f.get("attention")),
-            _rank(FUSION_ORDER, f.get("fusion")), _rank(BACKBONE_ORDER, f.get("backbone")))
+    return (
+        _rank(INPUT_ORDER, f.get("inputs")),
+        _rank(ATTENTION_ORDER, f.get("attention")),
+        _rank(FUSION_ORDER, f.get("fusion")),
+        _rank(BACKBONE_ORDER, f.get("backbone")),
+    )
 
 
 # --- the table ------------------------------------------------------------------------------------------
@@ -116,15 +128,29 @@ def markdown_table(runs: Sequence[Run], params: bool = True) -> str:
     for r in runs:
         groups.setdefault(r.experiment, []).append(r)
     settings = sorted(groups, key=lambda e: (_order(groups[e][0].factors), e))
-    varying = [k for k in FACTORS if len({g[0].factors.get(k) for g in groups.values()}) > 1] or \
-              [k for k in FACTORS if k in (runs[0].factors if runs else {})]
+    varying = [k for k in FACTORS if len({g[0].factors.get(k) for g in groups.values()}) > 1] or [
+        k for k in FACTORS if k in (runs[0].factors if runs else {})
+    ]
     fused = any(r.w_face is not None for r in runs)  # a fusion net was trained: show where it looked
-    head = [HEADERS[k] for k in varying] + (["Params"] if params else []) + \
-           ["Test acc (%)", "Val acc best (%)"] + (["Face weight"] if fused else []) + ["Seeds", "Config"]
-    align = ["---"] * len(varying) + (["---:"] if params else []) + ["---:", "---:"] + \
-            (["---:"] if fused else []) + ["---:", "---"]
-    means = {e: mean_std([r.test_acc for r in g if r.test_acc is not None])[0]
-             for e, g in groups.items() if any(r.test_acc is not None for r in g)}
+    head = (
+        [HEADERS[k] for k in varying]
+        + (["Params"] if params else [])
+        + ["Test acc (%)", "Val acc best (%)"]
+        + (["Face weight"] if fused else [])
+        + ["Seeds", "Config"]
+    )
+    align = (
+        ["---"] * len(varying)
+        + (["---:"] if params else [])
+        + ["---:", "---:"]
+        + (["---:"] if fused else [])
+        + ["---:", "---"]
+    )
+    means = {
+        e: mean_std([r.test_acc for r in g if r.test_acc is not None])[0]
+        for e, g in groups.items()
+        if any(r.test_acc is not None for r in g)
+    }
     best = max(means.values()) if means else None
     cache: dict = {}
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
@@ -177,25 +203,35 @@ def results_page(runs: Sequence[Run], table: str | None, command: str | None = N
     lines = [f"## {title}", ""]
     if command:
         lines += ["Made by:", "", "```", command, "```", ""]
-    lines += [f"Protocol: {_recipe_text(runs)}.", "",
-              "Test accuracy of each run's best checkpoint (by val/acc), mean ± sample std over seeds; "
-              "**bold**: the best mean. Face weight: the fusion net's mean weight w_f of the face vector "
-              "(w_c = 1 - w_f) at the last validation, averaged over seeds (1: the context is ignored).", "",
-              markdown_table(runs, params=params), ""]
+    lines += [
+        f"Protocol: {_recipe_text(runs)}.",
+        "",
+        "Test accuracy of each run's best checkpoint (by val/acc), mean ± sample std over seeds; "
+        "**bold**: the best mean. Face weight: the fusion net's mean weight w_f of the face vector "
+        "(w_c = 1 - w_f) at the last validation, averaged over seeds (1: the context is ignored).",
+        "",
+        markdown_table(runs, params=params),
+        "",
+    ]
     by_demand = _synth_breakdown(runs)
     if by_demand:
-        lines += ["Test accuracy (%) by what the image demands, mean over seeds (SynthCAER only; "
-                  "`python -m glamor_lightning.analysis.synth_breakdown RUN_DIR`): *weak* = the target's face is "
-                  "near neutral, so only the context can tell; *distractors* = bystanders of other colours "
-                  "showing random emotions, told apart from the companion only by the target's colour.", "",
-                  by_demand, ""]
+        lines += [
+            "Test accuracy (%) by what the image demands, mean over seeds (SynthCAER only; "
+            "`python -m glamor_lightning.analysis.synth_breakdown RUN_DIR`): *weak* = the target's face is "
+            "near neutral, so only the context can tell; *distractors* = bystanders of other colours "
+            "showing random emotions, told apart from the companion only by the target's colour.",
+            "",
+            by_demand,
+            "",
+        ]
     roots = sorted({display_path(r.path.parent) for r in runs})
     lines += [f"Runs: {', '.join(roots)} ({len(runs)} runs; {dt.date.today().isoformat()})", ""]
     return "\n".join(lines)
 
 
-def write_results(runs: Sequence[Run], out: str | Path, table: str | None, command: str | None = None,
-                  params: bool = True) -> str:
+def write_results(
+    runs: Sequence[Run], out: str | Path, table: str | None, command: str | None = None, params: bool = True
+) -> str:
     """Write the markdown page to `out` and one row per run next to it (`<stem>_runs.csv`); return the page."""
     if not runs:
         raise ValueError("no runs found: nothing to tabulate")
@@ -207,29 +243,56 @@ def write_results(runs: Sequence[Run], out: str | Path, table: str | None, comma
         w = csv.writer(f)
         w.writerow(["experiment", "seed", *FACTORS, "test_acc", "val_acc_best", "epochs", "w_face", "path"])
         for r in sorted(runs, key=lambda r: (r.experiment, r.seed if r.seed is not None else -1)):
-            w.writerow([r.experiment, r.seed, *(r.factors.get(k, "") for k in FACTORS),
-                        "" if r.test_acc is None else f"{r.test_acc:.6f}",
-                        "" if r.val_acc_best is None else f"{r.val_acc_best:.6f}", r.epochs,
-                        "" if r.w_face is None else f"{r.w_face:.4f}", display_path(r.path)])
+            w.writerow(
+                [
+                    r.experiment,
+                    r.seed,
+                    *(r.factors.get(k, "") for k in FACTORS),
+                    "" if r.test_acc is None else f"{r.test_acc:.6f}",
+                    "" if r.val_acc_best is None else f"{r.val_acc_best:.6f}",
+                    r.epochs,
+                    "" if r.w_face is None else f"{r.w_face:.4f}",
+                    display_path(r.path),
+                ]
+            )
     return page
 
 
 # --- running a table ------------------------------------------------------------------------------------
 
 
-def multirun_command(experiments: Sequence[str], seeds: Sequence[int | str], sweep_dir: str | Path,
-                     data: str | None = None, overrides: Sequence[str] = ()) -> list[str]:
+def multirun_command(
+    experiments: Sequence[str],
+    seeds: Sequence[int | str],
+    sweep_dir: str | Path,
+    data: str | None = None,
+    overrides: Sequence[str] = (),
+) -> list[str]:
     """The Hydra multirun command line for the grid (one run per experiment × seed, CSV logs only)."""
-    cmd = [sys.executable, "-m", "glamor_lightning.train", "-m",
-           f"experiment={','.join(experiments)}", f"seed={','.join(map(str, seeds))}",
-           "logger=csv", f"hydra.sweep.dir={Path(sweep_dir).resolve()}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "glamor_lightning.train",
+        "-m",
+        f"experiment={','.join(experiments)}",
+        f"seed={','.join(map(str, seeds))}",
+        "logger=csv",
+        f"hydra.sweep.dir={Path(sweep_dir).resolve()}",
+    ]
     if data:
         cmd.append(f"data.root={Path(data).resolve()}")
     return cmd + list(overrides)
 
 
-def run_table(table: str, seeds: Sequence[int], data: str | None, overrides: Sequence[str], out: str | None,
-              sweep_dir: str | None, dry_run: bool = False) -> int:
+def run_table(
+    table: str,
+    seeds: Sequence[int],
+    data: str | None,
+    overrides: Sequence[str],
+    out: str | None,
+    sweep_dir: str | None,
+    dry_run: bool = False,
+) -> int:
     experiments = table_experiments(table)
     chosen = [o for o in overrides if o.startswith("experiment=")]
     if chosen:  # a subset (or another order) of the table's settings, e.g. to resume a partial table
@@ -239,8 +302,10 @@ def run_table(table: str, seeds: Sequence[int], data: str | None, overrides: Seq
     sweep_dir = Path(sweep_dir or Path("logs") / "ablation" / f"table{table}" / stamp)
     cmd = multirun_command(experiments, seeds, sweep_dir, data, overrides)
     shown = shlex.join(["python", *cmd[1:]])
-    print(f"{len(experiments)} settings x {len(seeds)} seed(s) = {len(experiments) * len(seeds)} runs\n$ {shown}",
-          flush=True)
+    print(
+        f"{len(experiments)} settings x {len(seeds)} seed(s) = {len(experiments) * len(seeds)} runs\n$ {shown}",
+        flush=True,
+    )
     if dry_run:
         return 0
     status = subprocess.run(cmd).returncode
@@ -253,9 +318,20 @@ def run_table(table: str, seeds: Sequence[int], data: str | None, overrides: Seq
     out = out or f"results/table{table}.md"
     if chosen:
         overrides = [*overrides, f"experiment={','.join(experiments)}"]
-    made_by = shlex.join(["python", "-m", "glamor_lightning.analysis.ablation", "run", "--table", str(table),
-                          "--seeds", *map(str, seeds), *(["--data", str(data)] if data else []),
-                          *(["--", *overrides] if overrides else [])])
+    made_by = shlex.join(
+        [
+            "python",
+            "-m",
+            "glamor_lightning.analysis.ablation",
+            "run",
+            "--table",
+            str(table),
+            "--seeds",
+            *map(str, seeds),
+            *(["--data", str(data)] if data else []),
+            *(["--", *overrides] if overrides else []),
+        ]
+    )
     print(write_results(runs, out, table, command=made_by))
     print(f"written: {out}")
     return status
@@ -266,9 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra: list[str] = []
     if "--" in argv:
         i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
-    parser = argparse.ArgumentParser(prog="python -m glamor_lightning.analysis.ablation", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+        argv, extra = argv[:i], argv[i + 1 :]
+    parser = argparse.ArgumentParser(
+        prog="python -m glamor_lightning.analysis.ablation",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     r = sub.add_parser("run", help="run a table's grid with Hydra multirun, then tabulate (overrides after --)")
     r.add_argument("--table", required=True, help="paper table: 2, 3, 4, 6 or 7")

@@ -5,6 +5,7 @@ A run's setting is its `experiment` choice (`.hydra/`) plus any model factor its
 the CSV logger saved (`csv/hparams.yaml`), its figures `csv/metrics.csv`. `ablation` tabulates what this
 reads.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,18 @@ import yaml
 FACTORS = ("inputs", "attention", "fusion", "backbone")
 FACTOR_KEYS = {f"model.{k}" for k in FACTORS}
 #: the recipe items the results page states (dotted keys of the resolved train config)
-RECIPE = ("data.root", "trainer.max_epochs", "trainer.precision", "data.batch_size", "model.lr",
-          "model.lr_schedule", "model.bn_momentum", "model.gla_batchnorm", "model.pretrained", "callbacks.stages")
+RECIPE = (
+    "data.root",
+    "trainer.max_epochs",
+    "trainer.precision",
+    "data.batch_size",
+    "model.lr",
+    "model.lr_schedule",
+    "model.bn_momentum",
+    "model.gla_batchnorm",
+    "model.pretrained",
+    "callbacks.stages",
+)
 
 
 @dataclass
@@ -87,10 +98,17 @@ def read_run(run_dir: str | Path) -> Run:
     factor_overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in FACTOR_KEYS]
     model = cfg.get("model") or {}
     test, val, epochs, w_face = _read_metrics(run_dir / "csv" / "metrics.csv")
-    return Run(path=run_dir, experiment=" ".join([str(experiment or "-"), *factor_overrides]), seed=cfg.get("seed"),
-               factors={k: str(model.get(k)) for k in FACTORS if k in model},
-               recipe={k: _recipe_value(cfg, k) for k in RECIPE}, test_acc=test, val_acc_best=val, epochs=epochs,
-               w_face=w_face)
+    return Run(
+        path=run_dir,
+        experiment=" ".join([str(experiment or "-"), *factor_overrides]),
+        seed=cfg.get("seed"),
+        factors={k: str(model.get(k)) for k in FACTORS if k in model},
+        recipe={k: _recipe_value(cfg, k) for k in RECIPE},
+        test_acc=test,
+        val_acc_best=val,
+        epochs=epochs,
+        w_face=w_face,
+    )
 
 
 def display_path(path: Path) -> str:

@@ -9,6 +9,7 @@ colour bar. A (near-)uniform map — largest cell under `UNIFORM_RATIO` times th
 `attention='none'` (average pooling) or a face-only model (one cell of weight 1) — is named as such in
 the figure's title and in the records.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,9 @@ def upsample(attention: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     a = np.asarray(attention, dtype=np.float32)
     if a.ndim != 2:
         raise ValueError(f"attention map must be 2-D [h, w], got shape {a.shape}")
-    big = cv2.resize(a, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_CUBIC if min(a.shape) > 1
-                     else cv2.INTER_NEAREST)
+    big = cv2.resize(
+        a, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_CUBIC if min(a.shape) > 1 else cv2.INTER_NEAREST
+    )
     return np.clip(big, 0.0, None)
 
 
@@ -120,9 +122,15 @@ def draw_box(image: np.ndarray, box: Sequence[float] | None, color=(0, 255, 0), 
     return out
 
 
-def save_attention_panels(panels: Sequence[np.ndarray], titles: Sequence[str], path: str | os.PathLike,
-                          suptitle: str | None = None, rows: int = 1, dpi: int = 100,
-                          panel_inches: float = 2.2) -> Path:
+def save_attention_panels(
+    panels: Sequence[np.ndarray],
+    titles: Sequence[str],
+    path: str | os.PathLike,
+    suptitle: str | None = None,
+    rows: int = 1,
+    dpi: int = 100,
+    panel_inches: float = 2.2,
+) -> Path:
     """Images (HxWx3 uint8) side by side (row-major in `rows` rows) with titles, and the colour bar of the
     overlays' fixed scale (attention weight per cell, `SCALE_MIN` to `SCALE_MAX`, log), as one PNG."""
     from matplotlib.cm import ScalarMappable
@@ -137,8 +145,9 @@ def save_attention_panels(panels: Sequence[np.ndarray], titles: Sequence[str], p
     for ax, image, title in zip(axes.flat, panels, titles):
         ax.imshow(image)
         ax.set_title(title, fontsize=8)
-    bar = fig.colorbar(ScalarMappable(LogNorm(SCALE_MIN, SCALE_MAX), COLOUR_MAP), ax=list(axes.flat),
-                       shrink=0.9, pad=0.02, aspect=25)
+    bar = fig.colorbar(
+        ScalarMappable(LogNorm(SCALE_MIN, SCALE_MAX), COLOUR_MAP), ax=list(axes.flat), shrink=0.9, pad=0.02, aspect=25
+    )
     bar.set_label("attention weight per cell", fontsize=7)
     bar.ax.tick_params(labelsize=7)
     if suptitle:
@@ -149,21 +158,36 @@ def save_attention_panels(panels: Sequence[np.ndarray], titles: Sequence[str], p
     return path
 
 
-def write_triplet(out_dir: str | os.PathLike, name: str, original: np.ndarray, context_crop: np.ndarray,
-                  attention: np.ndarray, title: str = "", alpha: float = 0.5) -> dict[str, Path]:
+def write_triplet(
+    out_dir: str | os.PathLike,
+    name: str,
+    original: np.ndarray,
+    context_crop: np.ndarray,
+    attention: np.ndarray,
+    title: str = "",
+    alpha: float = 0.5,
+) -> dict[str, Path]:
     """Write `<name>_original.png` (as given), `<name>_context.png` (the masked crop the model saw),
     `<name>_attention.png` (overlay on that crop, same size) and `<name>.png` (the three as panels, with
     the colour bar, titled `figure_title(title, attention)`: a uniform map says so)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     over = overlay(context_crop, attention, alpha=alpha)
-    files = {"original": out_dir / f"{name}_original.png", "context": out_dir / f"{name}_context.png",
-             "attention": out_dir / f"{name}_attention.png", "panels": out_dir / f"{name}.png"}
+    files = {
+        "original": out_dir / f"{name}_original.png",
+        "context": out_dir / f"{name}_context.png",
+        "attention": out_dir / f"{name}_attention.png",
+        "panels": out_dir / f"{name}.png",
+    }
     for key, image in (("original", original), ("context", context_crop), ("attention", over)):
         if not cv2.imwrite(str(files[key]), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)):
             raise RuntimeError(f"could not write {files[key]}")
-    save_attention_panels([original, context_crop, over], ["original", "masked context", overlay_title(attention)],
-                          files["panels"], suptitle=figure_title(title, attention) or None)
+    save_attention_panels(
+        [original, context_crop, over],
+        ["original", "masked context", overlay_title(attention)],
+        files["panels"],
+        suptitle=figure_title(title, attention) or None,
+    )
     return files
 
 
@@ -188,8 +212,9 @@ def dataset_batch(dataset, positions: Sequence[int]) -> tuple[torch.Tensor, torc
     return faces, contexts, np.array([it[2] for it in items]), np.array([it[3] for it in items])
 
 
-def write_attention_figures(module, datamodule, split: str, n: int, out_dir: str | os.PathLike,
-                            batch_size: int = 32) -> list[dict]:
+def write_attention_figures(
+    module, datamodule, split: str, n: int, out_dir: str | os.PathLike, batch_size: int = 32
+) -> list[dict]:
     """Figures for n ≥ 1 samples of a set-up data module's `split`: per sample, `write_triplet` files named
     `<k>_<true>_<image stem>`, plus `attention_grid.png` (every sample's panels, one colour bar) and
     `attention.csv` (path, true, predicted, probability, uniform, figure)."""
@@ -209,7 +234,7 @@ def write_attention_figures(module, datamodule, split: str, n: int, out_dir: str
     out_dir = Path(out_dir)
     records, grid, titles = [], [], []
     for start in range(0, len(positions), batch_size):
-        chunk = positions[start:start + batch_size]
+        chunk = positions[start : start + batch_size]
         faces, contexts, labels, rows = dataset_batch(dataset, chunk)
         result = run_model(module, faces, contexts)
         for j in range(len(chunk)):
@@ -224,18 +249,34 @@ def write_attention_figures(module, datamodule, split: str, n: int, out_dir: str
             ctx = contexts[j].numpy()
             title = f"true {row.label}, predicted {classes[pred]} ({result.probs[j, pred]:.2f})"
             files = write_triplet(out_dir, name, original, ctx, result.attention[j], title=title)
-            records.append({"path": row.path, "true": row.label, "predicted": classes[pred],
-                            "probability": float(result.probs[j, pred]), "uniform": is_uniform(result.attention[j]),
-                            "figure": files["panels"].name})
+            records.append(
+                {
+                    "path": row.path,
+                    "true": row.label,
+                    "predicted": classes[pred],
+                    "probability": float(result.probs[j, pred]),
+                    "uniform": is_uniform(result.attention[j]),
+                    "figure": files["panels"].name,
+                }
+            )
             grid += [original, ctx, overlay(ctx, result.attention[j])]
-            titles += [f"{row.label} → {classes[pred]} {result.probs[j, pred]:.2f}", "masked context",
-                       overlay_title(result.attention[j])]
+            titles += [
+                f"{row.label} → {classes[pred]} {result.probs[j, pred]:.2f}",
+                "masked context",
+                overlay_title(result.attention[j]),
+            ]
     per_row = 2 if len(records) > 1 else 1
     rows_n = int(np.ceil(len(records) / per_row))
     pad = rows_n * per_row - len(records)
     blank = np.full((8, 8, 3), 255, np.uint8)
-    save_attention_panels(grid + [blank] * (3 * pad), titles + [""] * (3 * pad), out_dir / "attention_grid.png",
-                          rows=rows_n, panel_inches=1.5, dpi=80)
+    save_attention_panels(
+        grid + [blank] * (3 * pad),
+        titles + [""] * (3 * pad),
+        out_dir / "attention_grid.png",
+        rows=rows_n,
+        panel_inches=1.5,
+        dpi=80,
+    )
     with (out_dir / "attention.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(records[0]))
         writer.writeheader()

@@ -12,11 +12,12 @@ For every pair of prediction files:
   pairs b + c < 25, else the chi-square statistic with continuity correction (Edwards); `exact` and
   `chi2` force one.
 """
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -73,8 +74,9 @@ def check_same_samples(runs: Sequence[Predictions]) -> None:
         differ = sorted(p for p in ref_true if ref_true[p] != other_true[p])
         if differ:
             detail = _listed([f"{p} ({ref_true[p]} vs {other_true[p]})" for p in differ])
-            raise SampleMismatchError(f"{len(differ)} samples have different true labels in {ref.source} and "
-                                      f"{other.source}: {detail}")
+            raise SampleMismatchError(
+                f"{len(differ)} samples have different true labels in {ref.source} and {other.source}: {detail}"
+            )
 
 
 def class_order(runs: Sequence[Predictions]) -> list[str]:
@@ -111,16 +113,21 @@ def stuart_maxwell(table: np.ndarray) -> tuple[float, int, float]:
     return float(res.statistic), int(res.df), float(chi2.sf(res.statistic, res.df))
 
 
-def mcnemar_test(a_correct: np.ndarray, b_correct: np.ndarray,
-                 variant: str = "auto") -> tuple[int, int, float, float, str]:
+def mcnemar_test(
+    a_correct: np.ndarray, b_correct: np.ndarray, variant: str = "auto"
+) -> tuple[int, int, float, float, str]:
     """(b, c, statistic, p, variant used) of McNemar's test on correct/incorrect pairs."""
     from statsmodels.stats.contingency_tables import mcnemar
 
     if variant not in MCNEMAR_VARIANTS:
         raise ValueError(f"McNemar variant {variant!r}; expected one of {MCNEMAR_VARIANTS}")
     a_correct, b_correct = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
-    t = np.array([[np.sum(a_correct & b_correct), np.sum(a_correct & ~b_correct)],
-                  [np.sum(~a_correct & b_correct), np.sum(~a_correct & ~b_correct)]])
+    t = np.array(
+        [
+            [np.sum(a_correct & b_correct), np.sum(a_correct & ~b_correct)],
+            [np.sum(~a_correct & b_correct), np.sum(~a_correct & ~b_correct)],
+        ]
+    )
     b, c = int(t[0, 1]), int(t[1, 0])
     exact = variant == "exact" or (variant == "auto" and b + c < EXACT_BELOW)
     if b + c == 0:
@@ -152,14 +159,20 @@ def format_report(runs: Sequence[Predictions], results: Sequence[PairResult]) ->
     lines = [f"{len(runs[0])} samples; accuracy:"]
     lines += [f"  {names[r.source]} {r.accuracy:7.2%}  {r.source}" for r in runs]
     lines.append("")
-    lines.append(f"{'pair':<9} {'Stuart-Maxwell chi2':>20} {'df':>3} {'p':>10}   "
-                 f"{'McNemar b/c':>12} {'stat':>8} {'p':>10}  variant")
+    lines.append(
+        f"{'pair':<9} {'Stuart-Maxwell chi2':>20} {'df':>3} {'p':>10}   "
+        f"{'McNemar b/c':>12} {'stat':>8} {'p':>10}  variant"
+    )
     for res in results:
         pair = f"{names[res.a]}-{names[res.b]}"
-        lines.append(f"{pair:<9} {res.stuart_maxwell_statistic:>20.4f} {res.stuart_maxwell_df:>3d} "
-                     f"{res.stuart_maxwell_p:>10.4g}   {f'{res.mcnemar_b}/{res.mcnemar_c}':>12} "
-                     f"{res.mcnemar_statistic:>8.3f} {res.mcnemar_p:>10.4g}  {res.mcnemar_variant}")
+        lines.append(
+            f"{pair:<9} {res.stuart_maxwell_statistic:>20.4f} {res.stuart_maxwell_df:>3d} "
+            f"{res.stuart_maxwell_p:>10.4g}   {f'{res.mcnemar_b}/{res.mcnemar_c}':>12} "
+            f"{res.mcnemar_statistic:>8.3f} {res.mcnemar_p:>10.4g}  {res.mcnemar_variant}"
+        )
     lines.append("")
-    lines.append("McNemar b = first model right and second wrong, c = the reverse. Stuart-Maxwell tests whether "
-                 "the two models predict the classes in the same proportions.")
+    lines.append(
+        "McNemar b = first model right and second wrong, c = the reverse. Stuart-Maxwell tests whether "
+        "the two models predict the classes in the same proportions."
+    )
     return "\n".join(lines)

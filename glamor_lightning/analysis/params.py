@@ -7,6 +7,7 @@
 Counts come from building each `GlamorNet` (no weights are downloaded: `pretrained` does not change the
 count). The original GLAMOR-Net (original backbone, GLA with BatchNorm, fusion net) has 2,158,602.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,18 +37,38 @@ def count_trainable(module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def count_params(backbone: str = "original", attention: str = "gla", fusion: str = "fusion_net",
-                 inputs: str = "both", gla_batchnorm: bool = True, num_classes: int = 7, hidden: int = 128) -> int:
+def count_params(
+    backbone: str = "original",
+    attention: str = "gla",
+    fusion: str = "fusion_net",
+    inputs: str = "both",
+    gla_batchnorm: bool = True,
+    num_classes: int = 7,
+    hidden: int = 128,
+) -> int:
     """Trainable parameters of the `GlamorNet` with these settings."""
     from glamor_lightning.models.glamor import GlamorNet
 
-    return count_trainable(GlamorNet(backbone=backbone, attention=attention, fusion=fusion, inputs=inputs,
-                                     gla_batchnorm=gla_batchnorm, num_classes=num_classes, hidden=hidden))
+    return count_trainable(
+        GlamorNet(
+            backbone=backbone,
+            attention=attention,
+            fusion=fusion,
+            inputs=inputs,
+            gla_batchnorm=gla_batchnorm,
+            num_classes=num_classes,
+            hidden=hidden,
+        )
+    )
 
 
-def param_table(backbones: Sequence[str] = BACKBONES, attentions: Sequence[str] = ATTENTIONS,
-                fusions: Sequence[str] = FUSIONS, inputs: str = "both", gla_batchnorm: bool = True
-                ) -> list[ParamCount]:
+def param_table(
+    backbones: Sequence[str] = BACKBONES,
+    attentions: Sequence[str] = ATTENTIONS,
+    fusions: Sequence[str] = FUSIONS,
+    inputs: str = "both",
+    gla_batchnorm: bool = True,
+) -> list[ParamCount]:
     """One `ParamCount` per backbone × attention × fusion (a setting that cannot be built keeps its error)."""
     rows = []
     for b in backbones:
@@ -68,8 +89,7 @@ def to_markdown(rows: Sequence[ParamCount]) -> str:
     """Rows backbone × attention, one column per fusion; counts with thousands separators."""
     fusions = list(dict.fromkeys(r.fusion for r in rows))
     by_key = {(r.backbone, r.attention, r.fusion): r for r in rows}
-    lines = ["| Backbone | Attention | " + " | ".join(fusions) + " |",
-             "|---|---|" + "---:|" * len(fusions)]
+    lines = ["| Backbone | Attention | " + " | ".join(fusions) + " |", "|---|---|" + "---:|" * len(fusions)]
     for b, a in dict.fromkeys((r.backbone, r.attention) for r in rows):
         cells = []
         for f in fusions:
@@ -90,26 +110,33 @@ def to_markdown(rows: Sequence[ParamCount]) -> str:
 
 def to_csv(rows: Sequence[ParamCount]) -> str:
     lines = ["backbone,attention,fusion,inputs,params"]
-    lines += [f"{r.backbone},{r.attention},{r.fusion},{r.inputs},{'' if r.params is None else r.params}"
-              for r in rows]
+    lines += [f"{r.backbone},{r.attention},{r.fusion},{r.inputs},{'' if r.params is None else r.params}" for r in rows]
     return "\n".join(lines)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbones", nargs="+", default=list(BACKBONES),
-                   help="backbone names (registry aliases or any timm model); default: the paper's")
+    p.add_argument(
+        "--backbones",
+        nargs="+",
+        default=list(BACKBONES),
+        help="backbone names (registry aliases or any timm model); default: the paper's",
+    )
     p.add_argument("--attentions", nargs="+", default=list(ATTENTIONS), help="default: none standard gla")
     p.add_argument("--fusions", nargs="+", default=list(FUSIONS), help="default: fusion_net add max concat")
-    p.add_argument("--inputs", default="both", help="input setting (face/context/context_visible need "
-                   "--fusions none; face needs --attentions none)")
+    p.add_argument(
+        "--inputs",
+        default="both",
+        help="input setting (face/context/context_visible need --fusions none; face needs --attentions none)",
+    )
     p.add_argument("--no-gla-batchnorm", action="store_true", help="GLA as the paper draws it (no BatchNorm)")
     p.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     p.add_argument("--out", default=None, help="also write the table to this file")
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = param_table(args.backbones, args.attentions, args.fusions, inputs=args.inputs,
-                       gla_batchnorm=not args.no_gla_batchnorm)
+    rows = param_table(
+        args.backbones, args.attentions, args.fusions, inputs=args.inputs, gla_batchnorm=not args.no_gla_batchnorm
+    )
     text = to_markdown(rows) if args.format == "markdown" else to_csv(rows)
     print(text)
     if args.out:
@@ -121,8 +148,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m glamor_lightning.analysis.params", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m glamor_lightning.analysis.params",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

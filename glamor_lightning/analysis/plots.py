@@ -1,9 +1,10 @@
 """Figures as PNG files (matplotlib, Agg backend: no display needed)."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -24,9 +25,13 @@ def row_normalise(counts: np.ndarray) -> np.ndarray:
     return np.divide(counts, sums, out=np.zeros_like(counts), where=sums > 0)
 
 
-def plot_confusion_matrix(counts: np.ndarray, classes: Sequence[str], path: str | os.PathLike,
-                          title: str = "Confusion matrix (rows: true class, normalised)",
-                          dpi: int = 100) -> Path:
+def plot_confusion_matrix(
+    counts: np.ndarray,
+    classes: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "Confusion matrix (rows: true class, normalised)",
+    dpi: int = 100,
+) -> Path:
     """A row-normalised confusion matrix (as the paper's Figure 7), each cell with its fraction."""
     plt = _pyplot()
     norm = row_normalise(counts)
@@ -40,19 +45,34 @@ def plot_confusion_matrix(counts: np.ndarray, classes: Sequence[str], path: str 
     ax.set_title(title, fontsize=10)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return _save(plt, fig, path)
 
 
-def save_panels(panels: Sequence[np.ndarray], titles: Sequence[str], path: str | os.PathLike,
-                suptitle: str | None = None, rows: int = 1, dpi: int = 100, panel_inches: float = 2.2) -> Path:
+def save_panels(
+    panels: Sequence[np.ndarray],
+    titles: Sequence[str],
+    path: str | os.PathLike,
+    suptitle: str | None = None,
+    rows: int = 1,
+    dpi: int = 100,
+    panel_inches: float = 2.2,
+) -> Path:
     """Images (HxWx3 uint8) side by side (row-major in `rows` rows) with titles, as one PNG."""
     plt = _pyplot()
     cols = int(np.ceil(len(panels) / rows))
-    fig, axes = plt.subplots(rows, cols, figsize=(panel_inches * cols, panel_inches * rows + 0.3), dpi=dpi,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(panel_inches * cols, panel_inches * rows + 0.3), dpi=dpi, squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, title in zip(axes.flat, panels, titles):

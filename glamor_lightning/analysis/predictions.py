@@ -3,13 +3,14 @@
 `predictions.csv`: one row per test sample, `path,true,predicted,prob_<Class>...` — path relative to the
 data root, class names canonical, one probability column per class in the model's class order.
 """
+
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -44,15 +45,23 @@ class Predictions:
         return float(self.correct.mean()) if len(self) else float("nan")
 
 
-def write_predictions(path: str | os.PathLike, paths: Sequence[str], true: Sequence[str],
-                      predicted: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> Path:
+def write_predictions(
+    path: str | os.PathLike,
+    paths: Sequence[str],
+    true: Sequence[str],
+    predicted: Sequence[str],
+    probs: np.ndarray,
+    classes: Sequence[str],
+) -> Path:
     """Write a predictions file atomically (temp file + rename); probabilities with 6 decimals."""
     path = Path(path)
     probs = np.asarray(probs, dtype=np.float64)
     n = len(paths)
     if not (len(true) == len(predicted) == n and probs.shape == (n, len(classes))):
-        raise ValueError(f"predictions: {n} paths, {len(true)} labels, {len(predicted)} predictions and "
-                         f"probabilities of shape {probs.shape} for {len(classes)} classes do not agree")
+        raise ValueError(
+            f"predictions: {n} paths, {len(true)} labels, {len(predicted)} predictions and "
+            f"probabilities of shape {probs.shape} for {len(classes)} classes do not agree"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as fh:
@@ -77,11 +86,13 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
         header = [h.strip() for h in header]
         missing = [c for c in BASE_COLUMNS if c not in header]
         if missing:
-            raise PredictionsFileError(f"{path}: missing column(s) {', '.join(missing)}; a predictions file "
-                                       f"has {', '.join(BASE_COLUMNS)}, {PROB_PREFIX}<Class>...")
+            raise PredictionsFileError(
+                f"{path}: missing column(s) {', '.join(missing)}; a predictions file "
+                f"has {', '.join(BASE_COLUMNS)}, {PROB_PREFIX}<Class>..."
+            )
         col = {name: i for i, name in enumerate(header)}
         prob_cols = [h for h in header if h.startswith(PROB_PREFIX)]
-        classes = tuple(h[len(PROB_PREFIX):] for h in prob_cols)
+        classes = tuple(h[len(PROB_PREFIX) :] for h in prob_cols)
         paths, true, predicted, probs = [], [], [], []
         seen: dict[str, int] = {}
         for line, rec in enumerate(reader, start=2):
@@ -104,8 +115,9 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
     return Predictions(paths, true, predicted, arr, classes, source=str(path))
 
 
-def per_class_accuracy(true: Sequence[str], predicted: Sequence[str],
-                       classes: Sequence[str]) -> list[dict[str, object]]:
+def per_class_accuracy(
+    true: Sequence[str], predicted: Sequence[str], classes: Sequence[str]
+) -> list[dict[str, object]]:
     """Per class: samples, correct, accuracy (NaN for a class with no sample)."""
     true_a, pred_a = np.asarray(true), np.asarray(predicted)
     rows = []

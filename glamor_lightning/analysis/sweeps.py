@@ -9,6 +9,7 @@ point (the parameters as Hydra overrides, formatted as the W&B agent formats the
 train config whose model and data module instantiate. `create` checks first, then runs
 `wandb sweep` (only when W&B credentials exist, and with a time limit) and prints the agent command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,19 @@ GOALS = ("maximize", "minimize")
 ENTRY_MODULE = "glamor_lightning.train"
 ARGS_MACRO = "${args_no_hyphens}"
 #: macros the W&B agent expands in `command` (wandb/wandb_agent.py, sdk/launch/sweeps/utils.py)
-MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}", "${args_no_equals}",
-          "${args_no_boolean_flags}", "${args_json}", "${args_json_file}", "${args_append_hydra}",
-          "${args_override_hydra}"}
+MACROS = {
+    "${env}",
+    "${interpreter}",
+    "${program}",
+    "${args}",
+    "${args_no_hyphens}",
+    "${args_no_equals}",
+    "${args_no_boolean_flags}",
+    "${args_json}",
+    "${args_json_file}",
+    "${args_append_hydra}",
+    "${args_override_hydra}",
+}
 #: how long `wandb sweep` may take to answer before `create` gives up (it must never hang)
 CREATE_TIMEOUT_S = 60
 #: the metrics a sweep may optimise: the validation metrics, which every training run logs once per epoch
@@ -165,13 +176,15 @@ def check_sweep(path: str | os.PathLike[str], instantiate: bool = True) -> list[
         if metric.get("goal") not in GOALS:
             errors.append(f"metric goal must be one of {', '.join(GOALS)}; got {metric.get('goal')!r}")
         if metric["name"] not in SWEEP_METRICS:
-            errors.append(f"metric {metric['name']!r} is not one a sweep may optimise; use one of "
-                          f"{', '.join(SWEEP_METRICS)}")
+            errors.append(
+                f"metric {metric['name']!r} is not one a sweep may optimise; use one of {', '.join(SWEEP_METRICS)}"
+            )
 
     command = sweep.get("command")
     if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
-        errors.append(f"command must be a list of strings, e.g. [${{env}}, ${{interpreter}}, -m, {ENTRY_MODULE}, "
-                      f"{ARGS_MACRO}]")
+        errors.append(
+            f"command must be a list of strings, e.g. [${{env}}, ${{interpreter}}, -m, {ENTRY_MODULE}, {ARGS_MACRO}]"
+        )
     else:
         if ENTRY_MODULE not in command or "-m" not in command or command.index("-m") + 1 != command.index(ENTRY_MODULE):
             errors.append(f"command must run the Hydra entry point as a module: '-m {ENTRY_MODULE}'")
@@ -225,8 +238,7 @@ Check the file offline: python -m glamor_lightning.analysis.sweeps check {path}
 Without W&B, run the same grid locally with Hydra multirun: make ablation TABLE=<n> (docs/experiments.md)."""
 
 
-def create(path: str, project: str | None = None, entity: str | None = None,
-           timeout: float = CREATE_TIMEOUT_S) -> int:
+def create(path: str, project: str | None = None, entity: str | None = None, timeout: float = CREATE_TIMEOUT_S) -> int:
     """Register the sweep with `wandb sweep` and print the agent command. Fails at once, saying how to
     log in, when W&B is offline or nobody is logged in; checks the file before registering it."""
     from glamor_lightning.loggers import wandb_credentials_found
@@ -247,14 +259,21 @@ def create(path: str, project: str | None = None, entity: str | None = None,
     method = yaml.safe_load(Path(path).read_text()).get("method")
     print(f"{path}: OK" + (f" ({grid_size(path)} runs in the grid)" if method == "grid" else ""))
     wandb_bin = shutil.which("wandb") or str(Path(sys.executable).with_name("wandb"))
-    cmd = [wandb_bin, "sweep"] + (["--project", project] if project else []) + \
-          (["--entity", entity] if entity else []) + [str(path)]
+    cmd = (
+        [wandb_bin, "sweep"]
+        + (["--project", project] if project else [])
+        + (["--entity", entity] if entity else [])
+        + [str(path)]
+    )
     print("$ " + " ".join(cmd), flush=True)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        print(f"`wandb sweep` got no answer from the W&B server within {timeout:.0f} s: check the network "
-              "(or WANDB_BASE_URL) and your login (`wandb login`).", file=sys.stderr)
+        print(
+            f"`wandb sweep` got no answer from the W&B server within {timeout:.0f} s: check the network "
+            "(or WANDB_BASE_URL) and your login (`wandb login`).",
+            file=sys.stderr,
+        )
         return 4
     output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # no terminal colours
     sys.stderr.write(output)
@@ -262,15 +281,20 @@ def create(path: str, project: str | None = None, entity: str | None = None,
     if proc.returncode != 0 or not found:
         print(f"`wandb sweep` failed (exit {proc.returncode}); see its output above.", file=sys.stderr)
         return proc.returncode or 5
-    print("\nSweep created. Start agents (one per GPU; repeat on other machines) with the project's venv "
-          f"active, from the repository root:\n  wandb agent {found.group(1)}\n"
-          f"e.g. CUDA_VISIBLE_DEVICES=0 wandb agent {found.group(1)} &")
+    print(
+        "\nSweep created. Start agents (one per GPU; repeat on other machines) with the project's venv "
+        f"active, from the repository root:\n  wandb agent {found.group(1)}\n"
+        f"e.g. CUDA_VISIBLE_DEVICES=0 wandb agent {found.group(1)} &"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m glamor_lightning.analysis.sweeps", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m glamor_lightning.analysis.sweeps",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     c = sub.add_parser("check", help="check sweep files offline")
     c.add_argument("files", nargs="+")

@@ -21,6 +21,7 @@ cell). Reported per checkpoint, over images with at least one distractor (where 
 `--visibility` says how often the companion's head is inside the evaluation crop at all (whole, in part,
 or cut off), which bounds what any context reader can get from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,13 +104,20 @@ def measure(module, datamodule, batch_size: int = 64) -> AttentionOnPeople:
             chance.append(1 / len(masses))
     if not first:
         raise ValueError(f"no test image of {datamodule.root} has a companion and a distractor")
-    return AttentionOnPeople(len(first), float(np.mean(comp_mass)), float(np.mean(dis_mass)),
-                             float(np.nanmean(comp_lift)), float(np.nanmean(dis_lift)), float(np.mean(first)),
-                             float(np.mean(chance)))
+    return AttentionOnPeople(
+        len(first),
+        float(np.mean(comp_mass)),
+        float(np.mean(dis_mass)),
+        float(np.nanmean(comp_lift)),
+        float(np.nanmean(dis_lift)),
+        float(np.mean(first)),
+        float(np.mean(chance)),
+    )
 
 
-def companion_visibility(root: str | Path, split: str = "test", context_hw: tuple[int, int] = CONTEXT_SIZE,
-                         crop: int = CROP_SIZE) -> dict[str, float]:
+def companion_visibility(
+    root: str | Path, split: str = "test", context_hw: tuple[int, int] = CONTEXT_SIZE, crop: int = CROP_SIZE
+) -> dict[str, float]:
     """Shares of a split's images whose companion head is whole / partly / not inside the centre crop."""
     from glamor_lightning.data.index import INDEX_NAME, read_index
     from glamor_lightning.data.synth import load_config, parse_file_name, sample_scene
@@ -134,8 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from glamor_lightning.checkpoints import module_from_checkpoint, read_checkpoint
     from glamor_lightning.data.contract import test_ready_datamodule
 
-    p = argparse.ArgumentParser(prog="python -m glamor_lightning.analysis.synth_attention", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m glamor_lightning.analysis.synth_attention",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("ckpts", nargs="*", help="checkpoints trained on SynthCAER")
     p.add_argument("--visibility", action="store_true", help="only: how often the companion is in the eval crop")
     p.add_argument("--data", default=None, help=f"the SynthCAER root (default: the checkpoint's, else {DEFAULT_ROOT})")
@@ -144,8 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         shares = companion_visibility(args.data or DEFAULT_ROOT)
         print("companion head in the eval crop: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in shares.items()))
         return 0
-    print("| checkpoint | inputs | attention | images | companion mass (%) | distractor mass (%) | companion lift | "
-          "distractor lift | companion first (%) | chance (%) |")
+    print(
+        "| checkpoint | inputs | attention | images | companion mass (%) | distractor mass (%) | companion lift | "
+        "distractor lift | companion first (%) | chance (%) |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     try:
         for path in args.ckpts:
@@ -154,9 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if module.hparams.inputs == "face":
                 raise ValueError(f"{path}: a face-only model has no context attention to measure")
             r = measure(module, test_ready_datamodule(ckpt, module.data_contract, args.data, where=path))
-            print(f"| {path} | {module.hparams.inputs} | {module.hparams.attention} | {r.images} | "
-                  f"{100 * r.companion_mass:.1f} | {100 * r.distractor_mass:.1f} | {r.companion_lift:.2f} | {r.distractor_lift:.2f} | "
-                  f"{100 * r.companion_first:.1f} | {100 * r.chance_first:.1f} |", flush=True)
+            print(
+                f"| {path} | {module.hparams.inputs} | {module.hparams.attention} | {r.images} | "
+                f"{100 * r.companion_mass:.1f} | {100 * r.distractor_mass:.1f} | {r.companion_lift:.2f} | "
+                f"{r.distractor_lift:.2f} | "
+                f"{100 * r.companion_first:.1f} | {100 * r.chance_first:.1f} |",
+                flush=True,
+            )
     except (ValueError, FileNotFoundError) as err:
         print(f"synth_attention: error: {err}", file=sys.stderr)
         return 2

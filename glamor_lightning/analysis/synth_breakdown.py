@@ -15,6 +15,7 @@ without it is assumed to use the defaults. Either way every row's drawn face box
 
     python -m glamor_lightning.analysis.synth_breakdown RUN_DIR [RUN_DIR ...] [--ensemble]   # a row per run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,17 +45,18 @@ class SceneFacts:
     distractors: int
 
 
-def scene_facts(cfg: SynthConfig, path: str, box: tuple[float, float, float, float] | None,
-                where: str) -> SceneFacts:
+def scene_facts(cfg: SynthConfig, path: str, box: tuple[float, float, float, float] | None, where: str) -> SceneFacts:
     """Draw the scene of a SynthCAER file name again and check its face box against the index."""
     try:
         scene = sample_scene(cfg, *parse_file_name(path))
     except ValueError as err:
         raise SynthBreakdownError(f"{where}: {err}") from None
     if box is None or any(abs(a - b) > 0.5 for a, b in zip(scene.target.box, box)):
-        raise SynthBreakdownError(f"{where}: {path}: its face box {box} in {INDEX_NAME} is not the one "
-                                  f"SynthConfig(seed={cfg.seed}, ...) draws ({scene.target.box}): this root was "
-                                  f"made with another config; write it to {CONFIG_NAME}")
+        raise SynthBreakdownError(
+            f"{where}: {path}: its face box {box} in {INDEX_NAME} is not the one "
+            f"SynthConfig(seed={cfg.seed}, ...) draws ({scene.target.box}): this root was "
+            f"made with another config; write it to {CONFIG_NAME}"
+        )
     distractors = sum(1 for i in range(len(scene.bystanders)) if i != scene.companion)
     return SceneFacts(weak=scene.weak, distractors=distractors)
 
@@ -72,6 +74,7 @@ def ensemble_correct(files: Sequence[str | Path]) -> tuple[list[str], np.ndarray
     for p in preds[1:]:
         if sorted(p.paths) != sorted(first.paths) or p.classes != first.classes:
             raise SynthBreakdownError(f"{p.source} and {first.source} do not cover the same images and classes")
+
     def aligned(p) -> np.ndarray:  # rows in the first file's order
         position = {x: i for i, x in enumerate(p.paths)}
         return p.probs[[position[x] for x in first.paths]]
@@ -81,8 +84,9 @@ def ensemble_correct(files: Sequence[str | Path]) -> tuple[list[str], np.ndarray
     return first.paths, np.array([t == q for t, q in zip(first.true, predicted)])
 
 
-def count_groups(paths: Sequence[str], correct: Sequence[bool], root: str | Path,
-                 where: str) -> dict[str, tuple[int, int]]:
+def count_groups(
+    paths: Sequence[str], correct: Sequence[bool], root: str | Path, where: str
+) -> dict[str, tuple[int, int]]:
     """(images, correct) per group of `GROUPS`, and `all`, for predictions on the SynthCAER `root`."""
     root = Path(root)
     boxes = {r.path: r.box for r in read_index(root / INDEX_NAME)}
@@ -128,22 +132,32 @@ def breakdown_table(runs: Sequence, labels: dict[str, str] | None = None) -> str
     if not groups:
         return None
     first = next(iter(groups.values()))[0]
-    lines = ["| Setting | " + " | ".join(f"{g} (n={first[g][0]})" for g in (*GROUPS, "all")) + " | Seeds |",
-             "|---|" + "---:|" * (len(GROUPS) + 2)]
+    lines = [
+        "| Setting | " + " | ".join(f"{g} (n={first[g][0]})" for g in (*GROUPS, "all")) + " | Seeds |",
+        "|---|" + "---:|" * (len(GROUPS) + 2),
+    ]
     for name, counts in groups.items():
-        cells = [f"{100 * np.mean([c[g][1] / c[g][0] for c in counts]):.1f}" if first[g][0] else "-"
-                 for g in (*GROUPS, "all")]
+        cells = [
+            f"{100 * np.mean([c[g][1] / c[g][0] for c in counts]):.1f}" if first[g][0] else "-"
+            for g in (*GROUPS, "all")
+        ]
         lines.append(f"| {(labels or {}).get(name, f'`{name}`')} | " + " | ".join(cells) + f" | {len(counts)} |")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m glamor_lightning.analysis.synth_breakdown", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m glamor_lightning.analysis.synth_breakdown",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("runs", nargs="+", help="run folders holding predictions.csv (or the files themselves)")
     p.add_argument("--data", default="data/synthcaer", help="the SynthCAER root the runs were tested on")
-    p.add_argument("--ensemble", action="store_true",
-                   help="also a row for the product of the runs' probabilities (e.g. face only x context only)")
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also a row for the product of the runs' probabilities (e.g. face only x context only)",
+    )
     args = p.parse_args(argv)
     files = [Path(r) / "predictions.csv" if Path(r).is_dir() else Path(r) for r in args.runs]
     print("| run | " + " | ".join(f"{g} (%)" for g in (*GROUPS, "all")) + " |")
@@ -151,8 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = [(run, breakdown(f, args.data)) for run, f in zip(args.runs, files)]
         if args.ensemble:
-            rows.append(("ensemble (product of probabilities)", count_groups(*ensemble_correct(files), args.data,
-                                                                             "the ensemble")))
+            rows.append(
+                (
+                    "ensemble (product of probabilities)",
+                    count_groups(*ensemble_correct(files), args.data, "the ensemble"),
+                )
+            )
         for name, counts in rows:
             cells = [f"{100 * c / n:.1f} (n={n})" if n else "-" for n, c in (counts[g] for g in (*GROUPS, "all"))]
             print(f"| {name} | " + " | ".join(cells) + " |")

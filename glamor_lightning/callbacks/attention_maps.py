@@ -5,6 +5,7 @@ The images are picked once (round-robin over the classes, deterministic) and run
 global rank 0 only, in eval mode; they appear under `val/attention` as a list of `wandb.Image`, each
 the masked context crop | its attention overlay, captioned with the true and predicted class.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,9 +19,9 @@ log = logging.getLogger(__name__)
 
 class AttentionMapLogger(Callback):
     """Args:
-        n: number of validation images.
-        every_n_epochs: log every this many validation epochs.
-        key: the W&B key.
+    n: number of validation images.
+    every_n_epochs: log every this many validation epochs.
+    key: the W&B key.
     """
 
     def __init__(self, n: int = 8, every_n_epochs: int = 1, key: str = "val/attention") -> None:
@@ -74,7 +75,11 @@ class AttentionMapLogger(Callback):
             ctx = contexts[i].numpy()
             pred = int(result.probs[i].argmax())
             panel = np.concatenate([ctx, overlay(ctx, result.attention[i])], axis=1)
-            images.append(wandb.Image(panel, caption=f"true {classes[int(labels[i])]}, predicted "
-                                                     f"{classes[pred]} ({result.probs[i, pred]:.2f})"))
+            images.append(
+                wandb.Image(
+                    panel,
+                    caption=f"true {classes[int(labels[i])]}, predicted {classes[pred]} ({result.probs[i, pred]:.2f})",
+                )
+            )
         for lg in loggers:
             lg.experiment.log({self.key: images, "trainer/global_step": trainer.global_step})

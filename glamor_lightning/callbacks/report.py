@@ -10,6 +10,7 @@ under DDP (every sample once: the test shards are not padded), and writes into `
 and, when a `WandbLogger` is among the trainer's loggers, logs them as `test/predictions` (table),
 `test/per_class_accuracy` (table) and `test/confusion_matrix` (image).
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,8 +46,9 @@ class EvalReport(Callback):
         max_wandb_rows: at most this many rows in the W&B predictions table (all rows go to the CSV).
     """
 
-    def __init__(self, output_dir: str | os.PathLike | None = None, log_wandb: bool = True,
-                 max_wandb_rows: int = 10000) -> None:
+    def __init__(
+        self, output_dir: str | os.PathLike | None = None, log_wandb: bool = True, max_wandb_rows: int = 10000
+    ) -> None:
         self.output_dir = output_dir
         self.log_wandb = log_wandb
         self.max_wandb_rows = max_wandb_rows
@@ -56,12 +58,23 @@ class EvalReport(Callback):
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._parts = []
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not isinstance(outputs, dict) or "probs" not in outputs:
             return
-        self._parts.append({k: outputs[k].detach().float().cpu().numpy() if k == "probs"
-                            else outputs[k].detach().cpu().numpy() for k in ("row", "target", "pred", "probs")})
+        self._parts.append(
+            {
+                k: outputs[k].detach().float().cpu().numpy() if k == "probs" else outputs[k].detach().cpu().numpy()
+                for k in ("row", "target", "pred", "probs")
+            }
+        )
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -104,8 +117,11 @@ class EvalReport(Callback):
         out.mkdir(parents=True, exist_ok=True)
         true = [classes[int(t)] for t in data["target"]]
         pred = [classes[int(p)] for p in data["pred"]]
-        files = {"predictions": write_predictions(out / "predictions.csv", self._paths(trainer, data["row"]),
-                                                  true, pred, data["probs"], classes)}
+        files = {
+            "predictions": write_predictions(
+                out / "predictions.csv", self._paths(trainer, data["row"]), true, pred, data["probs"], classes
+            )
+        }
         per_class = per_class_accuracy(true, pred, classes)
         n, k = len(true), sum(t == p for t, p in zip(true, pred))
         files["per_class_accuracy"] = out / "per_class_accuracy.csv"
@@ -123,8 +139,11 @@ class EvalReport(Callback):
             for c, row in zip(classes, counts):
                 w.writerow([c, *map(int, row)])
         files["confusion_matrix"] = plot_confusion_matrix(
-            counts, classes, out / "confusion_matrix.png",
-            title=f"Confusion matrix, row-normalised (n={n}, accuracy {k / n:.2%})")
+            counts,
+            classes,
+            out / "confusion_matrix.png",
+            title=f"Confusion matrix, row-normalised (n={n}, accuracy {k / n:.2%})",
+        )
         log.info("evaluation report in %s: %s", out, ", ".join(p.name for p in files.values()))
         print(f"Evaluation report: {', '.join(str(p) for p in files.values())}")
         return files
@@ -141,20 +160,29 @@ class EvalReport(Callback):
         limit = min(len(paths), self.max_wandb_rows)
         table = wandb.Table(columns=["path", "true", "predicted", *(f"prob_{c}" for c in classes)])
         for i in range(limit):
-            table.add_data(paths[i], classes[int(data["target"][i])], classes[int(data["pred"][i])],
-                           *map(float, data["probs"][i]))
+            table.add_data(
+                paths[i], classes[int(data["target"][i])], classes[int(data["pred"][i])], *map(float, data["probs"][i])
+            )
         per_class = wandb.Table(columns=["class", "samples", "correct", "accuracy"])
         with self.files["per_class_accuracy"].open(newline="") as fh:
             for rec in list(csv.reader(fh))[1:]:
                 per_class.add_data(rec[0], int(rec[1]), int(rec[2]), float(rec[3]))
         for lg in wandb_loggers:
-            lg.experiment.log({"test/predictions": table, "test/per_class_accuracy": per_class,
-                               "test/confusion_matrix": wandb.Image(str(self.files["confusion_matrix"]))})
+            lg.experiment.log(
+                {
+                    "test/predictions": table,
+                    "test/per_class_accuracy": per_class,
+                    "test/confusion_matrix": wandb.Image(str(self.files["confusion_matrix"])),
+                }
+            )
 
 
 def _concat(parts: list[dict[str, np.ndarray]], num_classes: int) -> dict[str, np.ndarray]:
     if not parts:
-        return {"row": np.zeros(0, np.int64), "target": np.zeros(0, np.int64), "pred": np.zeros(0, np.int64),
-                "probs": np.zeros((0, num_classes), np.float32)}
+        return {
+            "row": np.zeros(0, np.int64),
+            "target": np.zeros(0, np.int64),
+            "pred": np.zeros(0, np.int64),
+            "probs": np.zeros((0, num_classes), np.float32),
+        }
     return {k: np.concatenate([p[k] for p in parts]) for k in ("row", "target", "pred", "probs")}
-

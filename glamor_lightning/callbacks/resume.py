@@ -16,6 +16,7 @@ states; the rest is here and in the data module:
 - the logs: Lightning does not run `on_train_epoch_start` again for an epoch resumed mid-way, so its
   `LearningRateMonitor` would not log that epoch's learning rates; `LearningRateMonitor` here does.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,9 @@ class StepSeed(Callback):
     def __init__(self, seed: int | None) -> None:
         self.seed = seed
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.seed is not None:
             torch.manual_seed(step_seed(int(self.seed), trainer.current_epoch, batch_idx, trainer.global_rank))
 
@@ -80,12 +82,17 @@ class LastCheckpoint(Checkpoint):
 
     def path(self, trainer: L.Trainer) -> Path:
         """Where `last.ckpt` goes."""
-        return Path(self.dirpath if self.dirpath is not None else Path(trainer.default_root_dir) / "checkpoints",
-                    self.FILENAME)
+        return Path(
+            self.dirpath if self.dirpath is not None else Path(trainer.default_root_dir) / "checkpoints", self.FILENAME
+        )
 
     def _save_last(self, trainer: L.Trainer) -> None:
-        if (trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING
-                or self._saved_at == trainer.global_step):
+        if (
+            trainer.fast_dev_run
+            or trainer.sanity_checking
+            or trainer.state.fn != TrainerFn.FITTING
+            or self._saved_at == trainer.global_step
+        ):
             return
         path = self.path(trainer)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -97,10 +104,14 @@ class LastCheckpoint(Checkpoint):
         trainer.strategy.barrier("LastCheckpoint")
         self._saved_at = trainer.global_step
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if (self.every_n_steps < 1 or trainer.global_step % self.every_n_steps
-                or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if (
+            self.every_n_steps < 1
+            or trainer.global_step % self.every_n_steps
+            or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        ):
             return
         self._save_last(trainer)
 

@@ -45,12 +45,14 @@ per epoch; the module logs the mean fusion weights `train/w_face`, `train/w_cont
 Models with a single branch (inputs 'face', 'context', 'context_visible') have nothing to stage: the
 callback says so and leaves training end to end.
 """
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -77,7 +79,7 @@ class Stage:
     lr_factor: float = 1.0  #: for the parts this stage re-opens
 
     @classmethod
-    def parse(cls, spec: Mapping[str, Any], index: int) -> "Stage":
+    def parse(cls, spec: Mapping[str, Any], index: int) -> Stage:
         spec = dict(spec)
         name = str(spec.pop("name", f"stage{index}"))
         where = f"stage {index} ({name!r})"
@@ -127,8 +129,10 @@ class StageScheduler(Callback):
     def __init__(self, stages: Sequence[Mapping[str, Any]] | None, enabled: bool = True) -> None:
         specs = list(stages or [])
         if not specs:
-            raise ValueError("StageScheduler needs at least one stage (callbacks.stages.stages; the paper's "
-                             "schedule is in conf/callbacks/default.yaml)")
+            raise ValueError(
+                "StageScheduler needs at least one stage (callbacks.stages.stages; the paper's "
+                "schedule is in conf/callbacks/default.yaml)"
+            )
         self.stages = [Stage.parse(s, i) for i, s in enumerate(specs)]
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
@@ -157,8 +161,10 @@ class StageScheduler(Callback):
         self._parts = {name: child for name, child in net.named_children() if name in PARTS}
         if getattr(net, "inputs", "both") != "both":
             self.active = False
-            rank_zero_info(f"StageScheduler: the model has one branch (inputs={net.inputs!r}): nothing to "
-                           "stage, it trains end to end.")
+            rank_zero_info(
+                f"StageScheduler: the model has one branch (inputs={net.inputs!r}): nothing to "
+                "stage, it trains end to end."
+            )
             return
         available = {"fused"} | ({"face", "context"} if getattr(net, "has_aux_heads", False) else set())
         for s in self.stages:
@@ -166,7 +172,8 @@ class StageScheduler(Callback):
             if missing:
                 raise ValueError(
                     f"stage {s.name!r} counts the {', '.join(missing)} loss(es), but the model has no "
-                    "auxiliary heads: set model.aux_heads=true (`callbacks=staged` does)")
+                    "auxiliary heads: set model.aux_heads=true (`callbacks=staged` does)"
+                )
         self.starts = self._resolve_starts(trainer)
 
     def _resolve_starts(self, trainer: L.Trainer) -> list[int]:
@@ -174,8 +181,10 @@ class StageScheduler(Callback):
         for s in self.stages:
             if isinstance(s.start, float):
                 if not trainer.max_epochs or trainer.max_epochs < 0:
-                    raise ValueError(f"stage {s.name!r} starts at a fraction of max_epochs, but max_epochs "
-                                     f"is {trainer.max_epochs}: give integer start epochs")
+                    raise ValueError(
+                        f"stage {s.name!r} starts at a fraction of max_epochs, but max_epochs "
+                        f"is {trainer.max_epochs}: give integer start epochs"
+                    )
                 starts.append(math.floor(s.start * trainer.max_epochs))
             else:
                 starts.append(int(s.start))
@@ -185,8 +194,10 @@ class StageScheduler(Callback):
             raise ValueError(f"stages must start in order, got start epochs {starts}")
         skipped = [s.name for s, a, b in zip(self.stages, starts, starts[1:]) if a == b]
         if skipped:
-            rank_zero_warn(f"StageScheduler: stage(s) {skipped} last 0 epochs with max_epochs="
-                           f"{trainer.max_epochs} (start epochs {starts}) and are skipped")
+            rank_zero_warn(
+                f"StageScheduler: stage(s) {skipped} last 0 epochs with max_epochs="
+                f"{trainer.max_epochs} (start epochs {starts}) and are skipped"
+            )
         return starts
 
     def stage_at(self, epoch: int) -> int:
@@ -205,10 +216,17 @@ class StageScheduler(Callback):
         index = self.stage_at(trainer.current_epoch)
         stage = self.stages[index]
         if index != self.index:
-            rank_zero_info(f"StageScheduler: epoch {trainer.current_epoch}: stage {index} {stage.name!r} "
-                           f"(trains {', '.join(t for t in stage.train if t in self._parts)}; losses "
-                           f"{stage.losses}" + (f"; lr x{stage.lr_factor} for {sorted(self.reopened(index))}"
-                                                if self.reopened(index) and stage.lr_factor != 1 else "") + ")")
+            rank_zero_info(
+                f"StageScheduler: epoch {trainer.current_epoch}: stage {index} {stage.name!r} "
+                f"(trains {', '.join(t for t in stage.train if t in self._parts)}; losses "
+                f"{stage.losses}"
+                + (
+                    f"; lr x{stage.lr_factor} for {sorted(self.reopened(index))}"
+                    if self.reopened(index) and stage.lr_factor != 1
+                    else ""
+                )
+                + ")"
+            )
         self.index = index
         if index != self.entered:  # once per stage: not again for a run resumed inside it
             self._reset_optimizer_state(trainer, self.reopened(index))
@@ -236,13 +254,16 @@ class StageScheduler(Callback):
         assert self.index is not None
         factor, reopened = self.stages[self.index].lr_factor, self.reopened(self.index)
         for optimizer in trainer.optimizers:
-            scheduler = next((c.scheduler for c in trainer.lr_scheduler_configs
-                              if c.scheduler.optimizer is optimizer), None)
+            scheduler = next(
+                (c.scheduler for c in trainer.lr_scheduler_configs if c.scheduler.optimizer is optimizer), None
+            )
             if scheduler is not None and not isinstance(scheduler, LambdaLR):
                 if not self._warned_schedule:
-                    rank_zero_warn("StageScheduler sets learning rates on top of closed-form (LambdaLR) "
-                                   f"schedules only; with {type(scheduler).__name__} frozen parts are still "
-                                   "frozen (no gradient), but lr_factor is not applied")
+                    rank_zero_warn(
+                        "StageScheduler sets learning rates on top of closed-form (LambdaLR) "
+                        f"schedules only; with {type(scheduler).__name__} frozen parts are still "
+                        "frozen (no gradient), but lr_factor is not applied"
+                    )
                     self._warned_schedule = True
                 continue
             for i, group in enumerate(optimizer.param_groups):
@@ -261,22 +282,26 @@ class StageScheduler(Callback):
             saved = list(zip(self._loaded.get("names", []), self._loaded.get("starts", [])))
             now = [(s.name, start) for s, start in zip(self.stages, self.starts)]
             if saved and saved != now:
-                rank_zero_warn(f"StageScheduler: the checkpoint's stage schedule {saved} differs from this "
-                               f"run's {now}; this run's is used (epoch {trainer.current_epoch}: stage "
-                               f"{self.stages[self.index].name!r})")
+                rank_zero_warn(
+                    f"StageScheduler: the checkpoint's stage schedule {saved} differs from this "
+                    f"run's {now}; this run's is used (epoch {trainer.current_epoch}: stage "
+                    f"{self.stages[self.index].name!r})"
+                )
             self._loaded = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.active:
             self._apply_stage(trainer, pl_module)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.active:
             self._enforce(trainer)
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         if not self.active or not self.frozen:
             return
         for group in optimizer.param_groups:
@@ -299,8 +324,12 @@ class StageScheduler(Callback):
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         stage = self.stages[self.index] if self.index is not None else None
-        return {"stage": self.index, "stage_name": stage.name if stage else None,
-                "names": [s.name for s in self.stages], "starts": list(self.starts)}
+        return {
+            "stage": self.index,
+            "stage_name": stage.name if stage else None,
+            "names": [s.name for s in self.stages],
+            "starts": list(self.starts),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._loaded = dict(state_dict)

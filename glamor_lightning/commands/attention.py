@@ -7,6 +7,7 @@ and the three panels as `*_original.png`, `*_context.png`, `*_attention.png`; pl
 split settings default to those the checkpoint was trained with. A model with `attention=none`
 (average pooling) has a uniform map, drawn as a uniform overlay.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,19 +30,24 @@ def _attention(args: argparse.Namespace) -> int:
     hp = module.hparams
     note = " (attention=none: average pooling, the maps are uniform)" if hp.attention == "none" else ""
     correct = sum(r["true"] == r["predicted"] for r in records)
-    print(f"{len(records)} {args.split} images of {dm.root} ({correct} predicted right), attention "
-          f"'{hp.attention}'{note}: figures in {args.out} (overview: {Path(args.out) / 'attention_grid.png'})")
+    print(
+        f"{len(records)} {args.split} images of {dm.root} ({correct} predicted right), attention "
+        f"'{hp.attention}'{note}: figures in {args.out} (overview: {Path(args.out) / 'attention_grid.png'})"
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("attention", help="attention-map figures of a checkpoint on a data split",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "attention",
+        help="attention-map figures of a checkpoint on a data split",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--ckpt", required=True, help="a checkpoint trained by glamor_lightning.train")
     p.add_argument("--out", required=True, type=output_folder, help="output folder")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="default test")
     p.add_argument("--n", type=positive_int, default=16, help="number of images, at least 1 (default 16)")
-    p.add_argument("--data", default=None,
-                   help="data root (default: the root the checkpoint was trained on)")
+    p.add_argument("--data", default=None, help="data root (default: the root the checkpoint was trained on)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     p.set_defaults(func=_attention)

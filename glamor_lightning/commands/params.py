@@ -1,4 +1,5 @@
 """`glamor params`: trainable parameters per backbone × attention × fusion (markdown or csv)."""
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@ per-class probabilities; an image with no face, or smaller than --min-face-size,
 (original with the box, masked context, attention overlay with its colour scale) and the three panels
 as separate files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ def _predict(args: argparse.Namespace) -> int:
     files = expand_inputs(args.inputs, recursive=args.recursive)
     if not files:
         raise FileNotFoundError(f"no image files in {', '.join(args.inputs)}")
-    predictor = Predictor.from_checkpoint(args.ckpt, device=_device(args.device), threshold=args.threshold,
-                                          min_face_size=args.min_face_size)
+    predictor = Predictor.from_checkpoint(
+        args.ckpt, device=_device(args.device), threshold=args.threshold, min_face_size=args.min_face_size
+    )
     results = predict_files(predictor, files, args.out, attention=args.attention)
     failed = 0
     for r in results:
@@ -48,15 +50,24 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="detect every face in images and predict each person's emotion",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "predict",
+        help="detect every face in images and predict each person's emotion",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
     p.add_argument("--ckpt", required=True, help="a checkpoint trained by glamor_lightning.train")
     p.add_argument("--out", required=True, type=output_folder, help="output folder")
-    p.add_argument("--threshold", type=probability, default=0.9,
-                   help="minimum MTCNN face confidence, in (0, 1] (default 0.9)")
-    p.add_argument("--min-face-size", type=positive_int, default=20,
-                   help="smallest face to look for, pixels, at least 1 (default 20)")
+    p.add_argument(
+        "--threshold", type=probability, default=0.9, help="minimum MTCNN face confidence, in (0, 1] (default 0.9)"
+    )
+    p.add_argument(
+        "--min-face-size",
+        type=positive_int,
+        default=20,
+        help="smallest face to look for, pixels, at least 1 (default 20)",
+    )
     p.add_argument("--attention", action="store_true", help="also write an attention figure per face")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")

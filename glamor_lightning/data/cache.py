@@ -7,6 +7,7 @@ and the sizes: another root (a re-encoded copy of CAER-S with the same faces.csv
 unchanged one is reused. It is built in a temporary folder and renamed into place when complete: a crash
 mid-build leaves nothing that could later be taken for a whole cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,9 +18,9 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -98,17 +99,19 @@ def _render(args: tuple[str, tuple | None, CacheSpec]) -> tuple[np.ndarray, np.n
         image = read_rgb(path)
     except BadImageError as err:
         return str(err)
-    return (face_crop(image, box, spec.face_size),
-            masked_context(image, box, (spec.context_h, spec.context_w), mask=spec.mask_face))
+    return (
+        face_crop(image, box, spec.face_size),
+        masked_context(image, box, (spec.context_h, spec.context_w), mask=spec.mask_face),
+    )
 
 
-def build_cache(root: Path, rows: Sequence[FaceRow], spec: CacheSpec, dest: Path,
-                workers: int = 0, progress: bool = True) -> Path:
+def build_cache(
+    root: Path, rows: Sequence[FaceRow], spec: CacheSpec, dest: Path, workers: int = 0, progress: bool = True
+) -> Path:
     """Render all rows into a new cache folder `dest` (atomically: temp folder, then rename)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{_HOST}-{os.getpid()}.", suffix=".partial",
-                                dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{_HOST}-{os.getpid()}.", suffix=".partial", dir=dest.parent))
     try:
         n, s, (h, w) = len(rows), spec.face_size, (spec.context_h, spec.context_w)
         faces = np.lib.format.open_memmap(tmp / "faces.npy", "w+", np.uint8, (n, s, s, 3))
@@ -119,8 +122,9 @@ def build_cache(root: Path, rows: Sequence[FaceRow], spec: CacheSpec, dest: Path
         started = time.perf_counter()
         with _pool(workers) as pool:
             results = pool.imap(_render, jobs, chunksize=32) if pool else map(_render, jobs)
-            for i, result in enumerate(tqdm(results, total=n, desc=f"caching {root.name}",
-                                            unit="img", disable=not progress)):
+            for i, result in enumerate(
+                tqdm(results, total=n, desc=f"caching {root.name}", unit="img", disable=not progress)
+            ):
                 if isinstance(result, str):
                     errors[rows[i].path] = result
                     continue
@@ -130,9 +134,15 @@ def build_cache(root: Path, rows: Sequence[FaceRow], spec: CacheSpec, dest: Path
         del faces, contexts
         np.save(tmp / "labels.npy", np.array([class_index(r.label) for r in rows], dtype=np.int64))
         np.save(tmp / "ok.npy", ok)
-        manifest = {"version": CACHE_VERSION, "root": str(root.resolve()), "spec": asdict(spec), "rows": n,
-                    "paths_sha256": hashlib.sha256("\n".join(r.path for r in rows).encode()).hexdigest(),
-                    "seconds": round(time.perf_counter() - started, 2), "errors": errors}
+        manifest = {
+            "version": CACHE_VERSION,
+            "root": str(root.resolve()),
+            "spec": asdict(spec),
+            "rows": n,
+            "paths_sha256": hashlib.sha256("\n".join(r.path for r in rows).encode()).hexdigest(),
+            "seconds": round(time.perf_counter() - started, 2),
+            "errors": errors,
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         try:
             os.rename(tmp, dest)
@@ -157,7 +167,7 @@ def remove_stale_partials(dest: Path) -> list[Path]:
     """
     removed = []
     for tmp in dest.parent.glob(f".{dest.name}.*.partial"):
-        owner = tmp.name[len(dest.name) + 2:-len(".partial")].rsplit(".", 1)[0]
+        owner = tmp.name[len(dest.name) + 2 : -len(".partial")].rsplit(".", 1)[0]
         host, _, pid = owner.rpartition("-")
         if host != _HOST or not pid.isdigit() or _alive(int(pid)):
             continue
@@ -202,23 +212,33 @@ class _pool:
 def load_cache(path: Path) -> PackedCache:
     """Open a complete cache folder (memory-mapped, read-only)."""
     manifest = json.loads((path / MANIFEST).read_text())
-    return PackedCache(path=path,
-                       faces=np.load(path / "faces.npy", mmap_mode="r"),
-                       contexts=np.load(path / "contexts.npy", mmap_mode="r"),
-                       labels=np.load(path / "labels.npy"), ok=np.load(path / "ok.npy"),
-                       manifest=manifest)
+    return PackedCache(
+        path=path,
+        faces=np.load(path / "faces.npy", mmap_mode="r"),
+        contexts=np.load(path / "contexts.npy", mmap_mode="r"),
+        labels=np.load(path / "labels.npy"),
+        ok=np.load(path / "ok.npy"),
+        manifest=manifest,
+    )
 
 
-def cache_path(root: Path, spec: CacheSpec, cache_dir: Path | None = None,
-               rows: Sequence[FaceRow] | None = None) -> Path:
+def cache_path(
+    root: Path, spec: CacheSpec, cache_dir: Path | None = None, rows: Sequence[FaceRow] | None = None
+) -> Path:
     """Where the cache for this root's current faces.csv (its `rows`, read when not given), images and
     `spec` lives."""
     rows = read_index(root / INDEX_NAME) if rows is None else rows
     return (cache_dir or root / ".cache") / f"packed-{cache_key(root, rows, spec)}"
 
 
-def ensure_cache(root: Path, rows: Sequence[FaceRow], spec: CacheSpec, cache_dir: Path | None = None,
-                 workers: int = 0, progress: bool = True) -> PackedCache:
+def ensure_cache(
+    root: Path,
+    rows: Sequence[FaceRow],
+    spec: CacheSpec,
+    cache_dir: Path | None = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> PackedCache:
     """Reuse the cache that matches the root, faces.csv, its images and `spec`, or build it."""
     path = cache_path(root, spec, cache_dir, rows)
     reused = (path / MANIFEST).is_file()
@@ -227,6 +247,8 @@ def ensure_cache(root: Path, rows: Sequence[FaceRow], spec: CacheSpec, cache_dir
     cache = load_cache(path)
     cache.reused = reused
     if cache.manifest["rows"] != len(rows):
-        raise RuntimeError(f"Cache {path} holds {cache.manifest['rows']} rows but the index has "
-                           f"{len(rows)}: delete the folder and run again.")
+        raise RuntimeError(
+            f"Cache {path} holds {cache.manifest['rows']} rows but the index has "
+            f"{len(rows)}: delete the folder and run again."
+        )
     return cache

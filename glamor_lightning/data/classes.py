@@ -1,4 +1,5 @@
 """The seven CAER-S emotion classes and how folder names map onto them."""
+
 from __future__ import annotations
 
 CLASSES: tuple[str, ...] = ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")

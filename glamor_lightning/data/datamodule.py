@@ -1,4 +1,5 @@
 """LightningDataModule for any root with a `faces.csv`: splits, packed cache, loaders."""
+
 from __future__ import annotations
 
 import logging
@@ -27,26 +28,44 @@ class EmotionDataModule(L.LightningDataModule):
     """Face crops and masked contexts from a packed cache of `root`.
 
     `batch_size` is per device (the global batch is batch_size × devices × nodes). `mask_face=None`
-    takes the model's wish (`context_visible` does not mask). Rows without a face follow `no_face`:
+    is resolved by `EmotionModule.bind_data` (`context_visible` does not mask). Rows without a face follow `no_face`:
     `whole_image` (face input = whole image, nothing masked) or `drop`; unreadable images are skipped,
     counted and named in the log.
 
     `augment_on`: where training augmentation runs. `cpu` (default): per sample in the loader
-    (`transforms.PairTransform`; `augment_backend=albumentations` for the albumentations version). `device`: the training loader yields the cached
-    arrays as they are (face 96×96, the full 128×171 context) and `on_after_batch_transfer` augments
-    each training batch where it landed (the GPU), with `device_augment.DeviceAugment`: the same flip,
-    rotation and random crop, seeded from (seed, epoch, batch, rank). Validation and test batches are
-    centre-cropped on the CPU in both cases.
+    (`transforms.PairTransform`; `augment_backend=albumentations` for the albumentations version).
+    `device`: the training loader yields the cached arrays as they are (face 96×96, the full 128×171
+    context) and `on_after_batch_transfer` augments each training batch where it landed (the GPU), with
+    `device_augment.DeviceAugment`: the same flip, rotation and random crop, seeded from (seed, epoch,
+    batch, rank). Validation and test batches are centre-cropped on the CPU in both cases. Kept while
+    the performance issue measures whether it pays on a GPU (on the H200 it was slower than `cpu` for
+    two of three backbones).
     """
 
-    def __init__(self, root: str, batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False,
-                 val_from: str = "auto", val_fraction: float = 0.1, seed: int = 0,
-                 mask_face: bool | None = None, no_face: str = "whole_image", augment: bool = True,
-                 flip: bool = True, rotate_limit: float = 20.0, face_size: int = FACE_SIZE,
-                 context_size: tuple[int, int] = CONTEXT_SIZE, crop_size: int = CROP_SIZE,
-                 cache_dir: str | None = None, cache_workers: int = 2, eval_batch_size: int | None = None,
-                 persistent_workers: bool = False, augment_on: str = "cpu",
-                 augment_backend: str = "opencv") -> None:
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        val_from: str = "auto",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        mask_face: bool | None = None,
+        no_face: str = "whole_image",
+        augment: bool = True,
+        flip: bool = True,
+        rotate_limit: float = 20.0,
+        face_size: int = FACE_SIZE,
+        context_size: tuple[int, int] = CONTEXT_SIZE,
+        crop_size: int = CROP_SIZE,
+        cache_dir: str | None = None,
+        cache_workers: int = 2,
+        eval_batch_size: int | None = None,
+        persistent_workers: bool = False,
+        augment_on: str = "cpu",
+        augment_backend: str = "opencv",
+    ) -> None:
         super().__init__()
         context_size = (int(context_size[0]), int(context_size[1]))  # plain values in checkpoints
         if no_face not in NO_FACE_POLICIES:
@@ -65,8 +84,7 @@ class EmotionDataModule(L.LightningDataModule):
         #: the batch augmentation of the training split when augment_on='device' (else None)
         self.device_augment = None
         if augment_on == "device" and augment:
-            self.device_augment = DeviceAugment(crop_size=crop_size, flip=flip, rotate_limit=rotate_limit,
-                                                seed=seed)
+            self.device_augment = DeviceAugment(crop_size=crop_size, flip=flip, rotate_limit=rotate_limit, seed=seed)
 
     # -- data preparation -------------------------------------------------------------------------
     def _read_rows(self) -> list[FaceRow]:
@@ -81,8 +99,9 @@ class EmotionDataModule(L.LightningDataModule):
 
     def _cache(self, rows: list[FaceRow], progress: bool) -> PackedCache:
         cache_dir = Path(self.hparams.cache_dir) if self.hparams.cache_dir else None
-        return ensure_cache(self.root, rows, self._spec(), cache_dir, workers=self.hparams.cache_workers,
-                            progress=progress)
+        return ensure_cache(
+            self.root, rows, self._spec(), cache_dir, workers=self.hparams.cache_workers, progress=progress
+        )
 
     def prepare_data(self) -> None:
         """Build the cache once (Lightning calls this on one process per node)."""
@@ -94,8 +113,7 @@ class EmotionDataModule(L.LightningDataModule):
         if self.cache is None:
             self.rows = self._read_rows()
             self.cache = self._cache(self.rows, progress=False)
-            indices = split_indices(self.rows, self.hparams.val_from, self.hparams.val_fraction,
-                                    self.hparams.seed)
+            indices = split_indices(self.rows, self.hparams.val_from, self.hparams.val_fraction, self.hparams.seed)
             self.indices = {split: self._keep(split, idx) for split, idx in indices.items()}
             log.info("data %s: %s", self.root, ", ".join(f"{k} {len(v)}" for k, v in self.indices.items()))
         check_stage_splits(self.indices, stage, str(self.root / INDEX_NAME), self._left_out())
@@ -125,8 +143,13 @@ class EmotionDataModule(L.LightningDataModule):
         self.skipped[f"{stage}/unreadable"] = int(len(unreadable))
         self.skipped[f"{stage}/no_face_{self.hparams.no_face}"] = int((no_face & self.cache.ok[idx]).sum())
         if len(unreadable) or no_face.any():
-            log.warning("%s: %d unreadable images skipped; %d without a face (%s)", stage,
-                        len(unreadable), int(no_face.sum()), self.hparams.no_face)
+            log.warning(
+                "%s: %d unreadable images skipped; %d without a face (%s)",
+                stage,
+                len(unreadable),
+                int(no_face.sum()),
+                self.hparams.no_face,
+            )
         return idx[keep]
 
     # -- loaders ----------------------------------------------------------------------------------
@@ -136,9 +159,14 @@ class EmotionDataModule(L.LightningDataModule):
         hp = self.hparams
         if train and self.device_augment is not None:  # augmented batch-wise after the transfer
             return PackedDataset(self.cache, self.indices[stage], PassThrough())
-        transform = make_pair_transform(hp.get("augment_backend", "opencv"), train=train and hp.augment,
-                                        crop_size=hp.crop_size, flip=hp.flip,
-                                        rotate_limit=hp.rotate_limit, seed=hp.seed)
+        transform = make_pair_transform(
+            hp.get("augment_backend", "opencv"),
+            train=train and hp.augment,
+            crop_size=hp.crop_size,
+            flip=hp.flip,
+            rotate_limit=hp.rotate_limit,
+            seed=hp.seed,
+        )
         return PackedDataset(self.cache, self.indices[stage], transform)
 
     def _rank_world(self) -> tuple[int, int]:
@@ -146,22 +174,28 @@ class EmotionDataModule(L.LightningDataModule):
         if trainer is None:
             return 0, 1
         if trainer.world_size > 1 and getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
-            raise RuntimeError("EmotionDataModule shards the data itself: set "
-                               "trainer.use_distributed_sampler=false (the trainer configs do).")
+            raise RuntimeError(
+                "EmotionDataModule shards the data itself: set "
+                "trainer.use_distributed_sampler=false (the trainer configs do)."
+            )
         return trainer.global_rank, trainer.world_size
 
     def _loader(self, stage: str) -> DataLoader:
         hp, train = self.hparams, stage == "train"
         dataset = self.dataset(stage)
         rank, world = self._rank_world()
-        sampler = EpochSampler(len(dataset), shuffle=train, seed=hp.seed, rank=rank, world_size=world,
-                               pad=train)
+        sampler = EpochSampler(len(dataset), shuffle=train, seed=hp.seed, rank=rank, world_size=world, pad=train)
         # the training loader resumes mid-epoch (Lightning saves its position in checkpoints)
         loader = ResumableDataLoader if train else DataLoader
-        return loader(dataset, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-                      sampler=sampler, num_workers=hp.num_workers, pin_memory=hp.pin_memory,
-                      drop_last=train and len(dataset) > hp.batch_size * world,
-                      persistent_workers=hp.persistent_workers and hp.num_workers > 0)
+        return loader(
+            dataset,
+            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            sampler=sampler,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            drop_last=train and len(dataset) > hp.batch_size * world,
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -1,7 +1,8 @@
 """Map-style dataset over a packed cache: (face, context, label) as uint8 HWC tensors."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -31,9 +32,12 @@ class PackedDataset(Dataset[Sample]):
         epoch, i = key if isinstance(key, tuple) else (0, key)
         row = int(self.indices[i])
         face, context = self.transform(self.cache.faces[row], self.cache.contexts[row], row, epoch)
-        return (torch.from_numpy(np.array(face)),  # a copy: the cache is read-only
-                torch.from_numpy(np.array(context)),
-                int(self.cache.labels[row]), row)
+        return (
+            torch.from_numpy(np.array(face)),  # a copy: the cache is read-only
+            torch.from_numpy(np.array(context)),
+            int(self.cache.labels[row]),
+            row,
+        )
 
     @property
     def labels(self) -> np.ndarray:

@@ -12,6 +12,7 @@
   complete CSV, and a kill loses at most the rows since the last save.
 - Images are decoded by threads ahead of the detector and run in batches of one size.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,10 +21,10 @@ import itertools
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -56,15 +57,16 @@ class DetectSummary:
 
     def text(self, root: Path) -> str:
         rate = f", {1000 * self.loop_seconds / self.detected:.0f} s per 1,000 images" if self.detected else ""
-        lines = [f"faces.csv: {self.resumed + self.detected:,} of {self.images:,} images "
-                 f"({self.resumed:,} kept from an earlier run, {self.faces:,} new with a face, "
-                 f"{self.no_face:,} new without: {self.too_small:,} of them too small to search) "
-                 f"in {self.seconds:.1f} s{rate}"]
+        lines = [
+            f"faces.csv: {self.resumed + self.detected:,} of {self.images:,} images "
+            f"({self.resumed:,} kept from an earlier run, {self.faces:,} new with a face, "
+            f"{self.no_face:,} new without: {self.too_small:,} of them too small to search) "
+            f"in {self.seconds:.1f} s{rate}"
+        ]
         if self.stale:
             lines.append(f"dropped {self.stale:,} rows of faces.csv whose image is gone or moved")
         if self.errors:
-            lines.append(f"{len(self.errors):,} unreadable images were left out (listed in "
-                         f"{root / ERRORS_NAME}):")
+            lines.append(f"{len(self.errors):,} unreadable images were left out (listed in {root / ERRORS_NAME}):")
             lines += [f"  {p}: {r}" for p, r in itertools.islice(self.errors.items(), 10)]
             if len(self.errors) > 10:
                 lines.append("  ...")
@@ -118,8 +120,9 @@ def write_errors(root: Path, errors: dict[str, str]) -> None:
 class _Saver:
     """Rewrites faces.csv (rows in layout order) every `every` new rows or `seconds` seconds."""
 
-    def __init__(self, root: Path, layout: Layout, rows: dict[str, FaceRow], errors: dict[str, str],
-                 every: int, seconds: float) -> None:
+    def __init__(
+        self, root: Path, layout: Layout, rows: dict[str, FaceRow], errors: dict[str, str], every: int, seconds: float
+    ) -> None:
         self.root, self.layout, self.rows, self.errors = root, layout, rows, errors
         self.every, self.seconds = max(1, every), seconds
         self.pending, self.last = 0, time.monotonic()
@@ -135,10 +138,21 @@ class _Saver:
         self.pending, self.last = 0, time.monotonic()
 
 
-def detect_root(root: str | os.PathLike, detector=None, device: str = "cpu", batch_size: int = 16,
-                policy: str = "confidence", threshold: float = 0.9, min_face_size: int = 20,
-                flush_every: int = 500, flush_seconds: float = 60.0, redo: bool = False,
-                workers: int = 2, progress: bool = True, layout: Layout | None = None) -> DetectSummary:
+def detect_root(
+    root: str | os.PathLike,
+    detector=None,
+    device: str = "cpu",
+    batch_size: int = 16,
+    policy: str = "confidence",
+    threshold: float = 0.9,
+    min_face_size: int = 20,
+    flush_every: int = 500,
+    flush_seconds: float = 60.0,
+    redo: bool = False,
+    workers: int = 2,
+    progress: bool = True,
+    layout: Layout | None = None,
+) -> DetectSummary:
     """Detect the face of every image of `root` not yet in its faces.csv; see the module docstring.
 
     `detector` is anything with `detect(list of RGB arrays) -> list of lists of Detection` (default:
@@ -162,8 +176,7 @@ def detect_root(root: str | os.PathLike, detector=None, device: str = "cpu", bat
     min_side = getattr(detector, "min_face_size", min_face_size)
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     window = max(1, batch_size) * 4  # images read ahead and grouped by size
-    bar = tqdm(total=len(pending), desc=f"detect {root.name}", unit="img", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(pending), desc=f"detect {root.name}", unit="img", disable=not progress, dynamic_ncols=True)
     loop_started = time.perf_counter()
     loaded = prefetch(lambda e: _load(root / e.path), pending, ahead=2 * window, workers=workers)
     try:
@@ -183,7 +196,7 @@ def detect_root(root: str | os.PathLike, detector=None, device: str = "cpu", bat
             saver.added(undetected)
             for group in by_shape.values():
                 for i in range(0, len(group), max(1, batch_size)):
-                    batch = group[i:i + batch_size]
+                    batch = group[i : i + batch_size]
                     _detect_batch(detector, batch, policy, rows, summary)
                     if delay:
                         time.sleep(delay)
@@ -200,8 +213,9 @@ def detect_root(root: str | os.PathLike, detector=None, device: str = "cpu", bat
     return summary
 
 
-def _detect_batch(detector, batch: list[tuple[ImageEntry, np.ndarray]], policy: str,
-                  rows: dict[str, FaceRow], summary: DetectSummary) -> None:
+def _detect_batch(
+    detector, batch: list[tuple[ImageEntry, np.ndarray]], policy: str, rows: dict[str, FaceRow], summary: DetectSummary
+) -> None:
     """Detect one same-size batch; when the detector fails on it, try its images one at a time."""
     from glamor_lightning.data.mtcnn import pick_face
 

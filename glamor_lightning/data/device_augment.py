@@ -18,6 +18,7 @@ parameters on every device. `generator_for(epoch, batch, rank)` derives a batch'
 (seed, epoch, batch index, rank), so a run is reproducible and a resumed run draws what the
 uninterrupted one drew.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int)
     tops, lefts = _ints(top), _ints(left)
     if not tops:
         return images[:, :size, :size].clone()
-    return torch.stack([images[i, t:t + size, l:l + size] for i, (t, l) in enumerate(zip(tops, lefts))])
+    return torch.stack([images[i, t : t + size, x : x + size] for i, (t, x) in enumerate(zip(tops, lefts))])
 
 
 def _ints(v: torch.Tensor | list[int]) -> list[int]:
@@ -88,7 +89,7 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     """The centre size×size crop of a NHWC batch (offsets as albumentations' CenterCrop)."""
     h, w = images.shape[1:3]
     top, left = (h - size) // 2, (w - size) // 2
-    return images[:, top:top + size, left:left + size]
+    return images[:, top : top + size, left : left + size]
 
 
 class DeviceAugment:
@@ -101,8 +102,9 @@ class DeviceAugment:
         seed: base seed of `generator_for`.
     """
 
-    def __init__(self, crop_size: int = CROP_SIZE, flip: bool = True, rotate_limit: float = 20.0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, crop_size: int = CROP_SIZE, flip: bool = True, rotate_limit: float = 20.0, seed: int = 0
+    ) -> None:
         self.crop_size, self.flip, self.rotate_limit, self.seed = crop_size, flip, float(rotate_limit), seed
 
     def generator_for(self, epoch: int = 0, batch: int = 0, rank: int = 0) -> torch.Generator:
@@ -110,8 +112,7 @@ class DeviceAugment:
         state = np.random.SeedSequence([self.seed, epoch, batch, rank]).generate_state(2, dtype=np.uint32)
         return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
-    def sample(self, n: int, context_hw: tuple[int, int], generator: torch.Generator | None = None
-               ) -> AugmentParams:
+    def sample(self, n: int, context_hw: tuple[int, int], generator: torch.Generator | None = None) -> AugmentParams:
         """Draw the parameters of n samples on the CPU."""
         h, w = context_hw
         if h < self.crop_size or w < self.crop_size:
@@ -124,8 +125,9 @@ class DeviceAugment:
             flip = torch.zeros_like(flip)
         return AugmentParams(flip=flip, angle=angle.float(), top=top, left=left)
 
-    def apply(self, face: torch.Tensor, context: torch.Tensor, params: AugmentParams
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def apply(
+        self, face: torch.Tensor, context: torch.Tensor, params: AugmentParams
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment with given parameters; uint8 NHWC in and out, on the inputs' device."""
         _check(face, "face")
         _check(context, "context")
@@ -135,24 +137,28 @@ class DeviceAugment:
             face = torch.where(params.flip.to(face.device)[:, None, None, None], face.flip(2), face)
         return face, crop(context, params.top, params.left, self.crop_size)
 
-    def __call__(self, face: torch.Tensor, context: torch.Tensor, generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, face: torch.Tensor, context: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment a batch: face [B, S, S, 3] and context [B, H, W, 3] uint8 → face [B, S, S, 3],
         context [B, crop, crop, 3] uint8. `generator` None draws from torch's global generator."""
         params = self.sample(face.shape[0], tuple(context.shape[1:3]), generator)
         return self.apply(face, context, params)
 
     def __repr__(self) -> str:
-        return (f"DeviceAugment(crop_size={self.crop_size}, flip={self.flip}, "
-                f"rotate_limit={self.rotate_limit}, seed={self.seed})")
+        return (
+            f"DeviceAugment(crop_size={self.crop_size}, flip={self.flip}, "
+            f"rotate_limit={self.rotate_limit}, seed={self.seed})"
+        )
 
 
 class PassThrough:
     """The per-sample transform of the training split when augmentation happens on the device:
     the face and the full context as they are in the cache."""
 
-    def __call__(self, face: np.ndarray, context: np.ndarray, index: int, epoch: int = 0
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, face: np.ndarray, context: np.ndarray, index: int, epoch: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         return face, context
 
 

@@ -1,4 +1,5 @@
 """Face crops and masked contexts: the two inputs of GLAMOR-Net, cut from one image and one box."""
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,9 @@ def face_crop(image: np.ndarray, box: Box | None, size: int = FACE_SIZE) -> np.n
     return resize(image, (size, size))
 
 
-def masked_context(image: np.ndarray, box: Box | None, size_hw: tuple[int, int] = CONTEXT_SIZE,
-                   mask: bool = True) -> np.ndarray:
+def masked_context(
+    image: np.ndarray, box: Box | None, size_hw: tuple[int, int] = CONTEXT_SIZE, mask: bool = True
+) -> np.ndarray:
     """The context input: the image with the face box set to zero (when `mask`), resized to size_hw."""
     pb = pixel_box(box, image.shape[1], image.shape[0]) if box is not None else None
     if mask and pb is not None:

@@ -1,4 +1,5 @@
 """Reading images from disk as RGB uint8, with errors that name the file."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -14,14 +14,15 @@ coordinates outside the image are kept (crops clip them). The imported rows (`so
 `none` for no face) are merged into faces.csv: rows already there for other images are kept, so
 `glamor prepare detect ROOT` afterwards fills in only the images that still have no row.
 """
+
 from __future__ import annotations
 
 import csv
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 from glamor_lightning.data.classes import CLASSES, UnknownClassError, canonical_label
 from glamor_lightning.data.index import INDEX_NAME, FaceRow, read_index, write_index
@@ -40,14 +41,18 @@ class ImportReport:
     problems: list[str] = field(default_factory=list)
 
     def text(self, root: Path) -> str:
-        lines = [f"faces.csv: {self.imported:,} imported rows ({self.no_face:,} without a face), "
-                 f"{self.kept:,} earlier rows kept"]
+        lines = [
+            f"faces.csv: {self.imported:,} imported rows ({self.no_face:,} without a face), "
+            f"{self.kept:,} earlier rows kept"
+        ]
         if self.problems:
             lines.append(f"{len(self.problems):,} problems (no row written for them):")
             lines += [f"  {p}" for p in self.problems[:20]] + (["  ..."] if len(self.problems) > 20 else [])
         if self.uncovered:
-            lines.append(f"{len(self.uncovered):,} images have no box yet (e.g. {self.uncovered[0]}): run "
-                         f"`glamor prepare detect {root}` to detect them (it keeps the rows above)")
+            lines.append(
+                f"{len(self.uncovered):,} images have no box yet (e.g. {self.uncovered[0]}): run "
+                f"`glamor prepare detect {root}` to detect them (it keeps the rows above)"
+            )
         return "\n".join(lines)
 
 
@@ -113,8 +118,10 @@ def read_txt_tree(box_dir: Path, layout: Layout) -> tuple[dict[str, FaceRow], li
         raise FileNotFoundError(f"No box folder at {box_dir}")
     top = {p.name.lower() for p in box_dir.iterdir() if p.is_dir()}
     if not top & set(SPLIT_FOLDERS):
-        raise ValueError(f"{box_dir} has no train/, val/ or test/ folder: pass the folder that mirrors "
-                         f"the image root (DIR/<split>/<Class>/<name>.txt)")
+        raise ValueError(
+            f"{box_dir} has no train/, val/ or test/ folder: pass the folder that mirrors "
+            f"the image root (DIR/<split>/<Class>/<name>.txt)"
+        )
     match = _Matcher(layout)
     rows: dict[str, FaceRow] = {}
     problems: list[str] = []
@@ -180,21 +187,29 @@ def read_csv_files(files: Sequence[Path], layout: Layout) -> tuple[dict[str, Fac
                     problems.append(f"{where}: {err}")
                     continue
                 if label != entry.label:
-                    problems.append(f"{where}: label {rec[1].strip()!r} ({label}) disagrees with the "
-                                    f"folder of {entry.path} ({entry.label})")
+                    problems.append(
+                        f"{where}: label {rec[1].strip()!r} ({label}) disagrees with the "
+                        f"folder of {entry.path} ({entry.label})"
+                    )
                     continue
                 row = _row(entry, box)
                 if entry.path in rows:
                     if rows[entry.path] != row:
-                        problems.append(f"{where}: {entry.path} again with another box (kept the one "
-                                        f"from {where_from[entry.path]})")
+                        problems.append(
+                            f"{where}: {entry.path} again with another box (kept the one from {where_from[entry.path]})"
+                        )
                     continue
                 rows[entry.path], where_from[entry.path] = row, where
     return rows, problems
 
 
-def import_boxes(root: str | os.PathLike, fmt: str, sources: Sequence[str | os.PathLike],
-                 keep_existing: bool = True, layout: Layout | None = None) -> ImportReport:
+def import_boxes(
+    root: str | os.PathLike,
+    fmt: str,
+    sources: Sequence[str | os.PathLike],
+    keep_existing: bool = True,
+    layout: Layout | None = None,
+) -> ImportReport:
     """Read boxes in `fmt` from `sources` and merge them into ROOT/faces.csv (written atomically)."""
     if fmt not in FORMATS:
         raise ValueError(f"import format {fmt!r}; expected one of {FORMATS}")
@@ -209,8 +224,11 @@ def import_boxes(root: str | os.PathLike, fmt: str, sources: Sequence[str | os.P
     existing: dict[str, FaceRow] = {}
     if keep_existing and (root / INDEX_NAME).is_file():
         entries = layout.by_path()
-        existing = {r.path: r for r in read_index(root / INDEX_NAME)
-                    if (e := entries.get(r.path)) and (e.split, e.label) == (r.split, r.label)}
+        existing = {
+            r.path: r
+            for r in read_index(root / INDEX_NAME)
+            if (e := entries.get(r.path)) and (e.split, e.label) == (r.split, r.label)
+        }
     report = ImportReport(problems=problems)
     rows = []
     for e in layout.images:

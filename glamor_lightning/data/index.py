@@ -1,13 +1,14 @@
 """The face index `ROOT/faces.csv`: one row per image, written atomically."""
+
 from __future__ import annotations
 
 import csv
 import io
 import os
 import tempfile
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from glamor_lightning.data.classes import canonical_label
 
@@ -78,11 +79,13 @@ def check_data_root(root: str | os.PathLike) -> Path:
     if not root.is_dir():
         raise FileNotFoundError(
             f"Data root {str(root)!r} does not exist. Make the embedded SynthCAER data with "
-            f"`glamor prepare synth {root}`, or point data.root (make ... DATA=) at a CAER-S-style root.")
+            f"`glamor prepare synth {root}`, or point data.root (make ... DATA=) at a CAER-S-style root."
+        )
     if not (root / INDEX_NAME).is_file():
         raise FileNotFoundError(
             f"{root / INDEX_NAME} is missing: run `glamor prepare detect {root}` (or `glamor prepare import`) "
-            "to index the faces of this root.")
+            "to index the faces of this root."
+        )
     return root
 
 
@@ -90,8 +93,10 @@ def read_index(path: str | os.PathLike) -> list[FaceRow]:
     """Read a faces.csv; a missing column or a bad value is an error naming file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No face index at {path}: run `glamor prepare detect {path.parent}` "
-                                f"(or `glamor prepare import ...`) first.")
+        raise FileNotFoundError(
+            f"No face index at {path}: run `glamor prepare detect {path.parent}` "
+            f"(or `glamor prepare import ...`) first."
+        )
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = set(COLUMNS) - set(reader.fieldnames or ())

@@ -12,6 +12,7 @@ builder all start from it. Rules:
 - a root with no image in a class folder is an error that says what the layout should be and what was
   found instead, so that no step goes on with zero images.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,10 @@ from glamor_lightning.data.index import SPLITS
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 #: the layout every data root must have, for error messages
-EXPECTED_LAYOUT = (f"expected ROOT/{{train,val,test}}/<Class>/<image>, where val/ is optional (or named "
-                   f"validation/) and <Class> is one of {', '.join(CLASSES)} (or Angry)")
+EXPECTED_LAYOUT = (
+    f"expected ROOT/{{train,val,test}}/<Class>/<image>, where val/ is optional (or named "
+    f"validation/) and <Class> is one of {', '.join(CLASSES)} (or Angry)"
+)
 
 
 class LayoutError(ValueError):
@@ -68,8 +71,7 @@ class Layout:
         head = f"{'split':<6}" + "".join(f"{n:>9}" for n in names) + f"{'total':>9}"
         lines = [f"{self.root}: {len(self.images):,} images", head]
         for split, c in counts.items():
-            lines.append(f"{split:<6}" + "".join(f"{c.get(k, 0):>9,}" for k in CLASSES)
-                         + f"{sum(c.values()):>9,}")
+            lines.append(f"{split:<6}" + "".join(f"{c.get(k, 0):>9,}" for k in CLASSES) + f"{sum(c.values()):>9,}")
         for split, c in counts.items():
             missing = [k for k in CLASSES if not c.get(k)]
             if missing:
@@ -100,8 +102,10 @@ def scan_root(root: str | os.PathLike) -> Layout:
     split_dirs = [p for p in top if p.is_dir() and p.name.lower() in SPLIT_FOLDERS]
     if not split_dirs:
         seen = ", ".join(p.name + ("/" if p.is_dir() else "") for p in top[:10]) or "nothing"
-        raise LayoutError(f"{root} has no train/, val/ or test/ folder (found: {seen}); point at the "
-                          f"folder that holds the split folders: {EXPECTED_LAYOUT}.")
+        raise LayoutError(
+            f"{root} has no train/, val/ or test/ folder (found: {seen}); point at the "
+            f"folder that holds the split folders: {EXPECTED_LAYOUT}."
+        )
     ignored += [p.name + "/" for p in top if p.is_dir() and p not in split_dirs]
     empty: list[str] = []  # split and class folders without an image, for the error on zero images
     for split_dir in split_dirs:
@@ -127,7 +131,9 @@ def scan_root(root: str | os.PathLike) -> Layout:
     if not images:
         found = ignored + empty
         shown = ", ".join(found[:10]) + (", ..." if len(found) > 10 else "")
-        raise LayoutError(f"{root} holds no image in a class folder: {EXPECTED_LAYOUT}. Found instead: "
-                          f"{shown}. Move the images into their class folders.")
+        raise LayoutError(
+            f"{root} holds no image in a class folder: {EXPECTED_LAYOUT}. Found instead: "
+            f"{shown}. Move the images into their class folders."
+        )
     images.sort(key=lambda e: (SPLITS.index(e.split), e.path))
     return Layout(root=root, images=images, ignored=ignored)

@@ -1,4 +1,5 @@
 """facenet-pytorch MTCNN behind a small interface: all faces of a batch of RGB images, with scores."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -42,8 +43,7 @@ class FaceDetector:
     confidence a face needs to be kept, in (0, 1]; `min_face_size` is in pixels (≥ 1). An image too
     small to hold a face of that size (see `has_pyramid`) has no face."""
 
-    def __init__(self, device: str | torch.device = "cpu", threshold: float = 0.9,
-                 min_face_size: int = 20) -> None:
+    def __init__(self, device: str | torch.device = "cpu", threshold: float = 0.9, min_face_size: int = 20) -> None:
         from facenet_pytorch import MTCNN
 
         if not 0.0 < threshold <= 1.0:  # also refuses NaN
@@ -53,8 +53,9 @@ class FaceDetector:
         self.threshold = threshold
         self.min_face_size = min_face_size
         self.device = torch.device(device)
-        self.mtcnn = MTCNN(keep_all=True, device=self.device, min_face_size=min_face_size,
-                           post_process=False, select_largest=False)
+        self.mtcnn = MTCNN(
+            keep_all=True, device=self.device, min_face_size=min_face_size, post_process=False, select_largest=False
+        )
 
     def searchable(self, image: np.ndarray) -> bool:
         """Whether the image is large enough for a face of `min_face_size` pixels (see `has_pyramid`)."""
@@ -80,8 +81,11 @@ class FaceDetector:
             return []
         boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)  # object arrays under numpy 2
         probs = np.asarray(probs, dtype=float).reshape(-1)
-        dets = [Detection(tuple(map(float, b)), float(p)) for b, p in zip(boxes, probs)
-                if np.isfinite(p) and p >= self.threshold]
+        dets = [
+            Detection(tuple(map(float, b)), float(p))
+            for b, p in zip(boxes, probs)
+            if np.isfinite(p) and p >= self.threshold
+        ]
         return sorted(dets, key=lambda d: -d.score)
 
 

@@ -19,6 +19,7 @@ accepted too). Steps:
    loses the missing picks (reported); the split is then balanced again by removing surplus frames.
 Then run `glamor prepare detect OUT` for the face boxes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -90,17 +91,23 @@ class NcaerReport:
 
     def text(self, out: Path) -> str:
         total = sum(sum(c.values()) for c in self.frames.values())
-        lines = [f"NCAER-S in {out}: {total:,} frames ({self.written:,} written, {self.existing:,} already "
-                 f"there) from {sum(self.videos.values()):,} videos in {self.seconds:.1f} s"]
+        lines = [
+            f"NCAER-S in {out}: {total:,} frames ({self.written:,} written, {self.existing:,} already "
+            f"there) from {sum(self.videos.values()):,} videos in {self.seconds:.1f} s"
+        ]
         for split, c in self.frames.items():
             missing = [k for k in CLASSES if k not in c]
-            lines.append(f"  {split:<5} {sum(c.values()):>7,} frames, {min(c.values(), default=0):,} per "
-                         f"class ({self.videos.get(split, 0):,} videos, "
-                         f"{sum(self.candidates.get(split, {}).values()):,} frames before balancing)"
-                         + (f"; no {', '.join(missing)}" if missing else ""))
-        for name, items in (("unreadable videos skipped", list(self.unreadable.items())),
-                            ("copies of a clip dropped", [(a, f"same clip as {b}") for a, b in self.duplicates]),
-                            ("planned frames the video did not yield", list(self.lost.items()))):
+            lines.append(
+                f"  {split:<5} {sum(c.values()):>7,} frames, {min(c.values(), default=0):,} per "
+                f"class ({self.videos.get(split, 0):,} videos, "
+                f"{sum(self.candidates.get(split, {}).values()):,} frames before balancing)"
+                + (f"; no {', '.join(missing)}" if missing else "")
+            )
+        for name, items in (
+            ("unreadable videos skipped", list(self.unreadable.items())),
+            ("copies of a clip dropped", [(a, f"same clip as {b}") for a, b in self.duplicates]),
+            ("planned frames the video did not yield", list(self.lost.items())),
+        ):
             if items:
                 lines.append(f"{len(items):,} {name}:")
                 lines += [f"  {a}: {b}" for a, b in items[:10]] + (["  ..."] if len(items) > 10 else [])
@@ -187,8 +194,10 @@ def parts(n_frames: int, fps: float, segment_seconds: float) -> list[tuple[int, 
 def pick_frames(video: Video, segment_seconds: float, seed: int) -> list[Pick]:
     """One random frame of each part, seeded by `seed` and the clip's path."""
     rng = np.random.default_rng([seed, zlib.crc32(video.rel.encode())])
-    return [Pick(video, k, int(rng.integers(a, b)))
-            for k, (a, b) in enumerate(parts(video.frames, video.fps, segment_seconds))]
+    return [
+        Pick(video, k, int(rng.integers(a, b)))
+        for k, (a, b) in enumerate(parts(video.frames, video.fps, segment_seconds))
+    ]
 
 
 def _balance(picks: list[Pick], rng: np.random.Generator) -> list[Pick]:
@@ -258,8 +267,15 @@ def _run(fn, jobs: list, workers: int, desc: str, progress: bool, ordered: bool 
         yield from tqdm(pool.imap(fn, jobs) if ordered else pool.imap_unordered(fn, jobs), **bar)
 
 
-def build_ncaer(caer_root: str | os.PathLike, out: str | os.PathLike, segment_seconds: float = 2.0,
-                seed: int = 0, balance: bool = True, workers: int = 0, progress: bool = True) -> NcaerReport:
+def build_ncaer(
+    caer_root: str | os.PathLike,
+    out: str | os.PathLike,
+    segment_seconds: float = 2.0,
+    seed: int = 0,
+    balance: bool = True,
+    workers: int = 0,
+    progress: bool = True,
+) -> NcaerReport:
     """Build NCAER-S from the CAER videos; see the module docstring."""
     if segment_seconds <= 0:
         raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
@@ -312,8 +328,13 @@ def build_ncaer(caer_root: str | os.PathLike, out: str | os.PathLike, segment_se
             report.frames[split] = {c: counts[c] for c in CLASSES if c in counts}
             report.videos[split] = len({p.video.rel for p in present if p.video.split == split})
     report.seconds = time.perf_counter() - started
-    manifest = {"source": str(caer_root), "segment_seconds": segment_seconds, "seed": seed, "balance": balance,
-                **{k: v for k, v in asdict(report).items() if k not in ("written", "existing", "seconds")}}
+    manifest = {
+        "source": str(caer_root),
+        "segment_seconds": segment_seconds,
+        "seed": seed,
+        "balance": balance,
+        **{k: v for k, v in asdict(report).items() if k not in ("written", "existing", "seconds")},
+    }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
     return report
 
@@ -322,8 +343,13 @@ def _check_out(out: Path, planned: set[str]) -> None:
     """OUT must hold no image this build would not write (another seed, another segment length)."""
     if not out.is_dir():
         return
-    stray = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")
-                   if not p.name.startswith(".") and p.relative_to(out).as_posix() not in planned)
+    stray = sorted(
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*.png")
+        if not p.name.startswith(".") and p.relative_to(out).as_posix() not in planned
+    )
     if stray:
-        raise ValueError(f"{out} holds {len(stray)} images this build would not write (e.g. {stray[0]}): "
-                         f"use an empty folder, or the --seed and --segment-seconds it was built with")
+        raise ValueError(
+            f"{out} holds {len(stray)} images this build would not write (e.g. {stray[0]}): "
+            f"use an empty folder, or the --seed and --segment-seconds it was built with"
+        )

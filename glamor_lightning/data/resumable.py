@@ -7,9 +7,11 @@ resume it tells its `EpochSampler` to start that many batches into the same epoc
 seen twice or missed and no skipped sample is loaded. `len()` stays the full epoch's length, as
 Lightning's batch counters expect.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from torch.utils.data import DataLoader
 

@@ -5,18 +5,20 @@ run gives the same batches whatever the number of workers (persistent or not), a
 sees the order it would have seen. Evaluation shards are not padded, so under DDP every sample is
 counted exactly once (torchmetrics syncs the uneven shards at epoch end).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 pad: bool = True) -> None:
+    def __init__(
+        self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1, pad: bool = True
+    ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of size {world_size}")
         self.size, self.shuffle, self.seed = size, shuffle, seed

@@ -9,6 +9,7 @@ guides the context, as GLAMOR-Net's global-local attention assumes. See docs/syn
 This module writes the data set (config, file names, faces.csv); scenes are sampled in `synth_scene`
 and drawn in `synth_render`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,14 +70,15 @@ def _make_one(job: tuple[str, SynthConfig, str, str, int]) -> FaceRow:
     return FaceRow(split=split, path=rel, label=label, box=scene.target.box, score=1.0, source="synthetic")
 
 
-def generate(out: Path | str, cfg: SynthConfig = SynthConfig(), workers: int | None = None,
-             progress: bool = False) -> Path:
+def generate(
+    out: Path | str, cfg: SynthConfig | None = None, workers: int | None = None, progress: bool = False
+) -> Path:
     """Write SynthCAER under `out` (`{split}/{Class}/*.png`, then `faces.csv` last) and return `out`.
 
     The same config gives byte-identical files whatever `workers` is; `faces.csv` only appears once
-    every image is written, so its presence marks a complete data set.
+    every image is written, so its presence marks a complete data set. `cfg` None: the defaults.
     """
-    out = Path(out)
+    out, cfg = Path(out), cfg or SynthConfig()
     (out / INDEX_NAME).unlink(missing_ok=True)
     jobs = [(str(out), cfg, s, c, i) for s in SPLITS for c in CLASSES for i in range(cfg.per_class(s))]
     for s in SPLITS:

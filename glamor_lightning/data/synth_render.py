@@ -1,4 +1,5 @@
 """SynthCAER pixels: draws a sampled `Scene` (supersampled PIL drawing, box-filtered down)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,7 @@ class _Canvas:
         self.draw.chord(self._s(xy), 180, 360, fill=fill)
 
     def line(self, pts: list[tuple[float, float]], fill, width: float) -> None:
-        self.draw.line([(x * SS, y * SS) for x, y in pts], fill=fill, width=max(1, round(width * SS)),
-                       joint="curve")
+        self.draw.line([(x * SS, y * SS) for x, y in pts], fill=fill, width=max(1, round(width * SS)), joint="curve")
 
     def polygon(self, pts: list[tuple[float, float]], fill) -> None:
         self.draw.polygon([(x * SS, y * SS) for x, y in pts], fill=fill)
@@ -73,10 +73,12 @@ def _draw_face(c: _Canvas, p: Person) -> None:
         c.line([inner, outer], INK, lw)
     if e["wrinkle"] > 0.3:
         for side in (-1, 1):
-            c.line([(cx + side * 0.05 * w, ey - 0.04 * h), (cx + side * 0.02 * w, ey + 0.06 * h)],
-                   INK, lw / 2)
-    c.line([(cx, ey + 0.06 * h), (cx - 0.04 * w, y1 + 0.69 * h), (cx + 0.02 * w, y1 + 0.7 * h)],
-           tuple(int(v * 0.75) for v in p.skin), lw / 2)
+            c.line([(cx + side * 0.05 * w, ey - 0.04 * h), (cx + side * 0.02 * w, ey + 0.06 * h)], INK, lw / 2)
+    c.line(
+        [(cx, ey + 0.06 * h), (cx - 0.04 * w, y1 + 0.69 * h), (cx + 0.02 * w, y1 + 0.7 * h)],
+        tuple(int(v * 0.75) for v in p.skin),
+        lw / 2,
+    )
     _draw_mouth(c, e, cx, y1 + 0.82 * h, w, h, max(1.5, h / 22))
 
 
@@ -122,4 +124,3 @@ def render(cfg: SynthConfig, scene: Scene) -> Image.Image:
     for p in [*scene.bystanders, scene.target]:
         _draw_person(c, p)
     return img.reduce(SS)  # box-filter average of SS x SS blocks
-

@@ -2,6 +2,7 @@
 
 Sampling only; pixels are `synth_render`, files are `synth`.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -16,20 +17,37 @@ Box = tuple[float, float, float, float]
 
 # Saturated trait colours (hair or hat); backgrounds and clothes are muted so these stand out.
 TRAITS: tuple[tuple[int, int, int], ...] = (
-    (225, 30, 30), (245, 135, 10), (240, 215, 20), (30, 170, 45),
-    (20, 195, 210), (35, 70, 225), (130, 40, 210), (215, 40, 185),
+    (225, 30, 30),
+    (245, 135, 10),
+    (240, 215, 20),
+    (30, 170, 45),
+    (20, 195, 210),
+    (35, 70, 225),
+    (130, 40, 210),
+    (215, 40, 185),
 )
 
 # Expression parameters; a face is NEUTRAL + intensity * _DELTA[label] + small noise.
-PARAMS = ("eye_scale", "eye_open", "brow_raise", "brow_tilt", "mouth_curve", "mouth_open",
-          "mouth_width", "mouth_asym", "wrinkle")
+PARAMS = (
+    "eye_scale",
+    "eye_open",
+    "brow_raise",
+    "brow_tilt",
+    "mouth_curve",
+    "mouth_open",
+    "mouth_width",
+    "mouth_asym",
+    "wrinkle",
+)
 NEUTRAL = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])
 _DELTA: dict[str, dict[str, float]] = {
     "Anger": dict(eye_open=-0.35, brow_raise=-0.7, brow_tilt=-1.0, mouth_curve=-0.3, mouth_width=-0.3),
-    "Disgust": dict(eye_open=-0.4, brow_raise=-0.4, brow_tilt=-0.3, mouth_curve=-0.4, mouth_asym=1.0,
-                    mouth_width=-0.1, wrinkle=1.0),
-    "Fear": dict(eye_scale=0.45, eye_open=0.3, brow_raise=0.8, brow_tilt=0.9, mouth_open=0.55,
-                 mouth_width=0.4, mouth_curve=-0.35),
+    "Disgust": dict(
+        eye_open=-0.4, brow_raise=-0.4, brow_tilt=-0.3, mouth_curve=-0.4, mouth_asym=1.0, mouth_width=-0.1, wrinkle=1.0
+    ),
+    "Fear": dict(
+        eye_scale=0.45, eye_open=0.3, brow_raise=0.8, brow_tilt=0.9, mouth_open=0.55, mouth_width=0.4, mouth_curve=-0.35
+    ),
     "Happy": dict(eye_open=-0.45, brow_raise=0.15, mouth_curve=1.0, mouth_open=0.35, mouth_width=0.3),
     "Neutral": {},
     "Sad": dict(eye_open=-0.2, brow_raise=0.1, brow_tilt=1.0, mouth_curve=-1.0, mouth_width=-0.1),
@@ -101,8 +119,9 @@ def scene_rng(seed: int, split: str, label: str, index: int) -> np.random.Genera
     return np.random.default_rng([seed, SPLITS.index(split), CLASSES.index(label), index])
 
 
-def _muted(rng: np.random.Generator, sat: tuple[float, float] = (0.05, 0.35),
-           val: tuple[float, float] = (0.35, 0.85)) -> tuple[int, int, int]:
+def _muted(
+    rng: np.random.Generator, sat: tuple[float, float] = (0.05, 0.35), val: tuple[float, float] = (0.35, 0.85)
+) -> tuple[int, int, int]:
     r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(*sat), rng.uniform(*val))
     return int(r * 255), int(g * 255), int(b * 255)
 
@@ -111,13 +130,20 @@ def _expression(rng: np.random.Generator, label: str, intensity: float, noise: f
     return NEUTRAL + intensity * DELTA[label] + rng.normal(0.0, noise, len(PARAMS))
 
 
-def _person(rng: np.random.Generator, cfg: SynthConfig, box: Box, label: str, intensity: float,
-            trait: tuple[int, int, int]) -> Person:
+def _person(
+    rng: np.random.Generator, cfg: SynthConfig, box: Box, label: str, intensity: float, trait: tuple[int, int, int]
+) -> Person:
     skin = tuple(int(c) for c in np.array([235, 195, 165]) - rng.uniform(0, 1) * np.array([85, 90, 90]))
-    return Person(box=box, label=label, intensity=intensity,
-                  expression=_expression(rng, label, intensity, cfg.expression_noise),
-                  trait=trait, hat=bool(rng.random() < 0.4), skin=skin,  # type: ignore[arg-type]
-                  clothes=_muted(rng, sat=(0.1, 0.45), val=(0.25, 0.75)))
+    return Person(
+        box=box,
+        label=label,
+        intensity=intensity,
+        expression=_expression(rng, label, intensity, cfg.expression_noise),
+        trait=trait,
+        hat=bool(rng.random() < 0.4),
+        skin=skin,  # type: ignore[arg-type]
+        clothes=_muted(rng, sat=(0.1, 0.45), val=(0.25, 0.75)),
+    )
 
 
 def _overlap(a: Box, b: Box, pad: float = 2.0) -> bool:
@@ -136,14 +162,16 @@ def _head_box(cfg: SynthConfig, h: float, cx: float, top: float) -> Box | None:
 
 def _place_target(rng: np.random.Generator, cfg: SynthConfig) -> Box:
     h = rng.uniform(*cfg.face_px)
-    box = _head_box(cfg, h, rng.uniform(0.4 * h + 2, cfg.width - 0.4 * h - 2),
-                    rng.uniform(3, max(4.0, cfg.height * 0.55 - h)))
+    box = _head_box(
+        cfg, h, rng.uniform(0.4 * h + 2, cfg.width - 0.4 * h - 2), rng.uniform(3, max(4.0, cfg.height * 0.55 - h))
+    )
     assert box is not None
     return box
 
 
-def _place_bystander(rng: np.random.Generator, cfg: SynthConfig, target: Person,
-                     placed: list[Person], tries: int = 60) -> Box | None:
+def _place_bystander(
+    rng: np.random.Generator, cfg: SynthConfig, target: Person, placed: list[Person], tries: int = 60
+) -> Box | None:
     """A head box near the target whose person neither touches the target's face box nor hides a head.
 
     Every bystander (companion or distractor) is placed this way, so position tells no roles apart.
@@ -162,8 +190,10 @@ def _place_bystander(rng: np.random.Generator, cfg: SynthConfig, target: Person,
         body = body_box(box)
         if _overlap(box, target.box) or _overlap(body, target.box, pad=1.0):
             continue
-        if any(_overlap(box, o.box) or _overlap(box, o.body(), 0.0) or _overlap(o.box, body, 0.0)
-               for o in [target, *placed]):
+        if any(
+            _overlap(box, o.box) or _overlap(box, o.body(), 0.0) or _overlap(o.box, body, 0.0)
+            for o in [target, *placed]
+        ):
             continue
         return box
     return None
@@ -186,9 +216,16 @@ def sample_scene(cfg: SynthConfig, split: str, label: str, index: int) -> Scene:
             if box is None:
                 break
             companion = role == "companion"
-            people.append(_person(rng, cfg, box, label if companion else CLASSES[rng.integers(len(CLASSES))],
-                                  float(rng.uniform(*cfg.strong_intensity)),
-                                  traits[0] if companion else traits[1 + k]))
+            people.append(
+                _person(
+                    rng,
+                    cfg,
+                    box,
+                    label if companion else CLASSES[rng.integers(len(CLASSES))],
+                    float(rng.uniform(*cfg.strong_intensity)),
+                    traits[0] if companion else traits[1 + k],
+                )
+            )
         if len(people) == len(roles):
             break
         if attempt % 20 == 0 and "distractor" in roles:  # crowded: drop a distractor (rare)
@@ -196,10 +233,19 @@ def sample_scene(cfg: SynthConfig, split: str, label: str, index: int) -> Scene:
     order = np.argsort([p.box[3] for p in people], kind="stable")  # farther (higher chin) first
     people = [people[i] for i in order]
     comp = next((i for i, p in enumerate(people) if p.trait == target.trait), None)
-    background = dict(top=_muted(rng), bottom=_muted(rng), floor=_muted(rng, val=(0.25, 0.6)),
-                      floor_y=rng.uniform(0.55, 0.85) * cfg.height,
-                      shapes=[(_muted(rng), bool(rng.random() < 0.35),
-                               *sorted(rng.uniform(0, cfg.width, 2)), *sorted(rng.uniform(0, cfg.height, 2)))
-                              for _ in range(int(rng.integers(3, 9)))])
+    background = dict(
+        top=_muted(rng),
+        bottom=_muted(rng),
+        floor=_muted(rng, val=(0.25, 0.6)),
+        floor_y=rng.uniform(0.55, 0.85) * cfg.height,
+        shapes=[
+            (
+                _muted(rng),
+                bool(rng.random() < 0.35),
+                *sorted(rng.uniform(0, cfg.width, 2)),
+                *sorted(rng.uniform(0, cfg.height, 2)),
+            )
+            for _ in range(int(rng.integers(3, 9)))
+        ],
+    )
     return Scene(target=target, bystanders=people, companion=comp, weak=bool(weak), background=background)
-

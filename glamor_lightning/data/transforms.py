@@ -11,6 +11,7 @@ slice: the same pixels albumentations gives for the same draws, at a fraction of
 `AlbumentationsPairTransform` runs the same recipe through albumentations, and takes any extra
 albumentations transforms for the face (`data.augment_backend=albumentations`).
 """
+
 from __future__ import annotations
 
 import albumentations as A
@@ -24,7 +25,7 @@ AUGMENT_BACKENDS = ("opencv", "albumentations")
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
-    return image[top:top + size, left:left + size]
+    return image[top : top + size, left : left + size]
 
 
 def flip_rotate_matrix(width: int, height: int, angle: float, flip: bool) -> np.ndarray:
@@ -40,13 +41,15 @@ def flip_rotate_matrix(width: int, height: int, angle: float, flip: bool) -> np.
 class PairTransform:
     """Transforms a (face, context) pair of HxWx3 uint8 arrays (OpenCV; see the module docstring)."""
 
-    def __init__(self, train: bool, crop_size: int = CROP_SIZE, flip: bool = True,
-                 rotate_limit: float = 20.0, seed: int = 0) -> None:
+    def __init__(
+        self, train: bool, crop_size: int = CROP_SIZE, flip: bool = True, rotate_limit: float = 20.0, seed: int = 0
+    ) -> None:
         self.train, self.crop_size, self.flip = train, crop_size, flip
         self.rotate_limit, self.seed = rotate_limit, seed
 
-    def __call__(self, face: np.ndarray, context: np.ndarray, index: int,
-                 epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, face: np.ndarray, context: np.ndarray, index: int, epoch: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         c = self.crop_size
         if not self.train:
             return face, center_crop(context, c)
@@ -57,17 +60,29 @@ class PairTransform:
         left = int(rng.integers(0, context.shape[1] - c + 1))
         if flip or angle:
             h, w = face.shape[:2]
-            face = cv2.warpAffine(np.ascontiguousarray(face), flip_rotate_matrix(w, h, angle, flip), (w, h),
-                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return face, context[top:top + c, left:left + c]
+            face = cv2.warpAffine(
+                np.ascontiguousarray(face),
+                flip_rotate_matrix(w, h, angle, flip),
+                (w, h),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
+        return face, context[top : top + c, left : left + c]
 
 
 class AlbumentationsPairTransform:
     """The same recipe through albumentations, plus any `extra_face` transforms after the rotation."""
 
-    def __init__(self, train: bool, crop_size: int = CROP_SIZE, flip: bool = True,
-                 rotate_limit: float = 20.0, seed: int = 0,
-                 extra_face: list[A.BasicTransform] | None = None) -> None:
+    def __init__(
+        self,
+        train: bool,
+        crop_size: int = CROP_SIZE,
+        flip: bool = True,
+        rotate_limit: float = 20.0,
+        seed: int = 0,
+        extra_face: list[A.BasicTransform] | None = None,
+    ) -> None:
         self.train, self.seed = train, seed
         face_ops: list[A.BasicTransform] = []
         if train and flip:
@@ -79,8 +94,9 @@ class AlbumentationsPairTransform:
         crop = A.RandomCrop if train else A.CenterCrop
         self.context = A.Compose([crop(crop_size, crop_size)])
 
-    def __call__(self, face: np.ndarray, context: np.ndarray, index: int,
-                 epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, face: np.ndarray, context: np.ndarray, index: int, epoch: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self.train:
             seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
             self.context.set_random_seed(seed)

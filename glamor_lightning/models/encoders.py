@@ -16,9 +16,10 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from glamor_lightning.errors import SetupError
+
 from .pretrained import PATH_OPTION, load_state_dict, weights_file
 from .registry import Registry, UnknownNameError
-from glamor_lightning.errors import SetupError
 
 #: Keras BatchNormalization defaults, as in the authors' TF code (Keras momentum 0.99 = PyTorch 0.01).
 KERAS_BN: dict[str, float] = {"eps": 1e-3, "momentum": 0.01}

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import timm
 import torch
 from torch import Tensor
+
 from glamor_lightning.errors import SetupError
 
 #: the option that error messages point to: weights from a local file

@@ -1,5 +1,6 @@
 """Attention maps: overlay maths, files with the right sizes, the `attention` command for every attention
 kind, and the W&B callback (silent without W&B)."""
+
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 
-from analysis_ckpt import fit_checkpoint
+from conftest import fit_checkpoint
 from glamor_lightning.analysis.attention_maps import (
     attention_note,
     figure_title,
@@ -129,8 +130,15 @@ def test_callback_is_silent_without_wandb_and_logs_with_it(synth_root, tmp_path,
     cb = AttentionMapLogger(n=4)
     module = EmotionModule()
     dm = EmotionDataModule(str(synth_root), batch_size=8, cache_workers=0)
-    common = dict(accelerator="cpu", limit_val_batches=1, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, use_distributed_sampler=False, callbacks=[cb])
+    common = dict(
+        accelerator="cpu",
+        limit_val_batches=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[cb],
+    )
     L.Trainer(logger=False, **common).validate(module, datamodule=dm)
     assert cb._batch is None  # nothing picked, nothing run
 

@@ -1,4 +1,5 @@
 """Checkpoint safety: weights-only loading refuses pickled code; a wrong architecture is a clear error."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ import re
 import pytest
 import torch
 
-from analysis_ckpt import fit_checkpoint
+from conftest import fit_checkpoint
 from glamor_lightning.checkpoints import CheckpointError, load_module, read_checkpoint
 from glamor_lightning.cli import main
 
@@ -48,8 +49,10 @@ def test_a_malicious_checkpoint_is_refused_and_runs_nothing(ckpt, tmp_path, caps
     import numpy as np
 
     cv2.imwrite(str(tmp_path / "photo.png"), np.zeros((64, 64, 3), np.uint8))
-    for argv in (["export", "--ckpt", str(path), "--out", str(tmp_path / "m.onnx")],
-                 ["predict", "--ckpt", str(path), str(tmp_path), "--out", str(tmp_path / "p")]):
+    for argv in (
+        ["export", "--ckpt", str(path), "--out", str(tmp_path / "m.onnx")],
+        ["predict", "--ckpt", str(path), str(tmp_path), "--out", str(tmp_path / "p")],
+    ):
         assert main(argv) == 2
         assert "Refused to load" in capsys.readouterr().err
     assert not marker.exists() and not (tmp_path / "m.onnx").exists()
@@ -60,9 +63,12 @@ def test_a_checkpoint_of_another_architecture_names_the_mismatched_keys(ckpt, tm
     state["hyper_parameters"]["attention"] = "standard"  # the weights are GLA's
     path = tmp_path / "other.ckpt"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"do not fit the architecture .*attention='standard'.*"
-                                              r"missing key\(s\): net\.attention\.score.*unexpected key\(s\): "
-                                              r"net\.attention\.fc1"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"do not fit the architecture .*attention='standard'.*"
+        r"missing key\(s\): net\.attention\.score.*unexpected key\(s\): "
+        r"net\.attention\.fc1",
+    ):
         load_module(path)
     state = torch.load(ckpt, weights_only=True)
     state["hyper_parameters"]["hidden"] = 64
@@ -130,11 +136,15 @@ NOT_CHECKPOINTS = {
     "onnx": (lambda tmp: _onnx_bytes(), NOT_PT + r"\(it looks like an ONNX model"),
     "png": (lambda tmp: _png_bytes(), NOT_PT + r"\(it looks like a PNG image\)"),
     "zip": (_zip_bytes, NOT_PT + r"\(it looks like a zip archive with no data.pkl"),
-    "pickle": (lambda tmp: pickle.dumps({"state_dict": {}}),
-               NOT_PT + r"\(it looks like a Python pickle not written by "),
+    "pickle": (
+        lambda tmp: pickle.dumps({"state_dict": {}}),
+        NOT_PT + r"\(it looks like a Python pickle not written by ",
+    ),
     "truncated": (_truncated_checkpoint, NOT_PT + r"\(it looks like a damaged or truncated zip archive"),
-    "lfs": (lambda tmp: b"version https://git-lfs.github.com/spec/v1\noid sha256:ab12\nsize 123\n",
-            NOT_PT + r"\(it looks like a Git LFS pointer"),
+    "lfs": (
+        lambda tmp: b"version https://git-lfs.github.com/spec/v1\noid sha256:ab12\nsize 123\n",
+        NOT_PT + r"\(it looks like a Git LFS pointer",
+    ),
 }
 
 
@@ -154,15 +164,20 @@ def test_a_folder_is_not_a_checkpoint_file_and_its_checkpoints_are_named(tmp_pat
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "epoch=3.ckpt").write_bytes(b"x")
     (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    said = (rf"{re.escape(str(run))} is a folder, not a checkpoint file \(did you mean "
-            rf"{re.escape(str(run / 'checkpoints' / 'last.ckpt'))}\?\).*epoch=3.ckpt")
+    said = (
+        rf"{re.escape(str(run))} is a folder, not a checkpoint file \(did you mean "
+        rf"{re.escape(str(run / 'checkpoints' / 'last.ckpt'))}\?\).*epoch=3.ckpt"
+    )
     with pytest.raises(CheckpointError, match=said):
         load_module(run)
     _one_line_cli_errors(run, said, tmp_path, capsys)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(CheckpointError, match=rf"{re.escape(str(empty))} is a folder, not a checkpoint file, and "
-                                              r"holds no .ckpt file"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"{re.escape(str(empty))} is a folder, not a checkpoint file, and "
+        r"holds no .ckpt file",
+    ):
         load_module(empty)
 
 
@@ -175,8 +190,10 @@ def _one_line_cli_errors(path, said: str, tmp_path, capsys) -> None:
     photos.mkdir(exist_ok=True)
     cv2.imwrite(str(photos / "photo.png"), np.zeros((64, 64, 3), np.uint8))
     capsys.readouterr()
-    for argv in (["export", "--ckpt", str(path), "--out", str(tmp_path / "m.onnx")],
-                 ["predict", "--ckpt", str(path), str(photos), "--out", str(tmp_path / "p")]):
+    for argv in (
+        ["export", "--ckpt", str(path), "--out", str(tmp_path / "m.onnx")],
+        ["predict", "--ckpt", str(path), str(photos), "--out", str(tmp_path / "p")],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1, err

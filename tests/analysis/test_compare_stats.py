@@ -1,5 +1,6 @@
 """`glamor compare`: Stuart–Maxwell and McNemar on crafted prediction files, checked against the
 formulas written out by hand; mismatched files are clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from glamor_lightning.analysis.compare import (SampleMismatchError, compare, cross_table, mcnemar_test,
-                                               stuart_maxwell)
+from glamor_lightning.analysis.compare import SampleMismatchError, compare, cross_table, mcnemar_test, stuart_maxwell
 from glamor_lightning.analysis.predictions import read_predictions, write_predictions
 from glamor_lightning.cli import main
 from glamor_lightning.data.classes import CLASSES
@@ -47,20 +47,23 @@ def samples_from_table(table: np.ndarray, true_of: callable) -> tuple[list, list
 def write(path, paths, true, pred, order=None):
     order = list(range(len(paths))) if order is None else order
     probs = np.full((len(paths), 7), 1 / 7)
-    return write_predictions(path, [paths[i] for i in order], [true[i] for i in order],
-                             [pred[i] for i in order], probs[order], CLASSES)
+    return write_predictions(
+        path, [paths[i] for i in order], [true[i] for i in order], [pred[i] for i in order], probs[order], CLASSES
+    )
 
 
 # a 7×7 cross-table of two models' predictions with every class informative
-TABLE = np.array([
-    [9, 2, 0, 1, 0, 0, 1],
-    [1, 7, 1, 0, 0, 2, 0],
-    [0, 3, 8, 1, 0, 0, 0],
-    [2, 0, 0, 12, 1, 0, 0],
-    [0, 1, 0, 2, 10, 1, 1],
-    [1, 0, 2, 0, 3, 6, 0],
-    [0, 0, 1, 0, 0, 1, 11],
-])
+TABLE = np.array(
+    [
+        [9, 2, 0, 1, 0, 0, 1],
+        [1, 7, 1, 0, 0, 2, 0],
+        [0, 3, 8, 1, 0, 0, 0],
+        [2, 0, 0, 12, 1, 0, 0],
+        [0, 1, 0, 2, 10, 1, 1],
+        [1, 0, 2, 0, 3, 6, 0],
+        [0, 0, 1, 0, 0, 1, 11],
+    ]
+)
 
 
 def true_label(k: int, i: int, j: int) -> str:

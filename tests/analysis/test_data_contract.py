@@ -10,8 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from analysis_ckpt import fit_checkpoint
-from conftest import compose_config
+from conftest import compose_config, fit_checkpoint
 from glamor_lightning.checkpoints import load_module, read_checkpoint
 from glamor_lightning.cli import main as glamor
 from glamor_lightning.data.contract import CHECKPOINT_KEY, DataContract, datamodule_from_checkpoint
@@ -31,9 +30,18 @@ def small_ckpt(synth_root, tmp_path_factory):
 
 
 def eval_config(tmp_path, ckpt, *overrides):
-    return compose_config("eval", tmp_path, [f"ckpt_path={ckpt}", "trainer.accelerator=cpu", "logger=csv",
-                                             "trainer.precision=32-true",
-                                             "data.cache_workers=0", *overrides])
+    return compose_config(
+        "eval",
+        tmp_path,
+        [
+            f"ckpt_path={ckpt}",
+            "trainer.accelerator=cpu",
+            "logger=csv",
+            "trainer.precision=32-true",
+            "data.cache_workers=0",
+            *overrides,
+        ],
+    )
 
 
 def test_every_checkpoint_holds_its_data_contract(small_ckpt, synth_root):
@@ -52,8 +60,13 @@ def test_eval_tests_on_the_checkpoints_root_and_geometry_by_default(small_ckpt, 
     # the reference: the same checkpoint tested on a data module built by hand with the training geometry
     module = load_module(small_ckpt, eval_mode=False)
     dm = EmotionDataModule(str(synth_root), cache_workers=0, eval_batch_size=128, **SMALL, mask_face=True)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        use_distributed_sampler=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
     expected = trainer.test(module, datamodule=dm, verbose=False)[0]
     assert metrics["test/acc"] == expected["test/acc"]
     assert metrics["test/loss"] == pytest.approx(expected["test/loss"], rel=1e-6)
@@ -68,9 +81,10 @@ def test_eval_on_another_root_says_so(small_ckpt, synth_root, tmp_path, caplog):
     assert f"data root {other.resolve()} (given) instead of {synth_root.resolve()}" in caplog.text
 
 
-@pytest.mark.parametrize("override, field", [("data.face_size=96", "face_size"),
-                                             ("data.crop_size=112", "crop_size"),
-                                             ("data.mask_face=false", "mask_face")])
+@pytest.mark.parametrize(
+    "override, field",
+    [("data.face_size=96", "face_size"), ("data.crop_size=112", "crop_size"), ("data.mask_face=false", "mask_face")],
+)
 def test_eval_refuses_inputs_the_model_was_not_trained_on(small_ckpt, tmp_path, override, field):
     with pytest.raises(ValueError, match=f"{field}: trained with"):
         evaluate(eval_config(tmp_path, small_ckpt, override))

@@ -1,4 +1,5 @@
 """Evaluation report: predictions file round trip, the callback's files, `eval` writing them, W&B."""
+
 from __future__ import annotations
 
 import csv
@@ -8,10 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from analysis_ckpt import fit_checkpoint
-from conftest import compose_config
-from glamor_lightning.analysis.predictions import (PredictionsFileError, confusion_matrix, per_class_accuracy,
-                                                   read_predictions, write_predictions)
+from conftest import compose_config, fit_checkpoint
+from glamor_lightning.analysis.predictions import (
+    PredictionsFileError,
+    confusion_matrix,
+    per_class_accuracy,
+    read_predictions,
+    write_predictions,
+)
 from glamor_lightning.callbacks.report import EvalReport
 from glamor_lightning.checkpoints import load_module
 from glamor_lightning.data.classes import CLASSES
@@ -63,8 +68,14 @@ def test_report_callback_writes_consistent_files(ckpt, synth_root, tmp_path):
     model = load_module(ckpt, eval_mode=False)
     dm = EmotionDataModule(str(synth_root), batch_size=5, cache_workers=0)
     report = EvalReport(output_dir=tmp_path)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        use_distributed_sampler=False, callbacks=[report])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[report],
+    )
     trainer.test(model, datamodule=dm)
     preds = read_predictions(tmp_path / "predictions.csv")
     test_rows = [r for r in dm.rows if r.split == "test"]
@@ -76,8 +87,7 @@ def test_report_callback_writes_consistent_files(ckpt, synth_root, tmp_path):
     with (tmp_path / "per_class_accuracy.csv").open() as fh:
         rows = {r["class"]: r for r in csv.DictReader(fh)}
     for c in CLASSES:
-        assert float(rows[c]["accuracy"]) == pytest.approx(float(trainer.callback_metrics[f"test/acc_{c}"]),
-                                                           abs=1e-6)
+        assert float(rows[c]["accuracy"]) == pytest.approx(float(trainer.callback_metrics[f"test/acc_{c}"]), abs=1e-6)
     assert int(rows["all"]["samples"]) == len(test_rows)
     with (tmp_path / "confusion_matrix.csv").open() as fh:
         counts = np.array([list(map(int, r[1:])) for r in list(csv.reader(fh))[1:]])
@@ -87,9 +97,17 @@ def test_report_callback_writes_consistent_files(ckpt, synth_root, tmp_path):
 
 
 def test_eval_entry_point_writes_the_report_next_to_the_metrics(ckpt, synth_root, tmp_path):
-    cfg = compose_config("eval", tmp_path, [f"data.root={synth_root}", "trainer.accelerator=cpu",
-                                            f"ckpt_path={ckpt}", "data.cache_workers=0",
-                                            "callbacks.rich_progress_bar=null"])
+    cfg = compose_config(
+        "eval",
+        tmp_path,
+        [
+            f"data.root={synth_root}",
+            "trainer.accelerator=cpu",
+            f"ckpt_path={ckpt}",
+            "data.cache_workers=0",
+            "callbacks.rich_progress_bar=null",
+        ],
+    )
     metrics = evaluate(cfg)
     assert (tmp_path / "csv" / "metrics.csv").is_file()
     for name in ("predictions.csv", "per_class_accuracy.csv", "confusion_matrix.csv", "confusion_matrix.png"):
@@ -105,8 +123,14 @@ def test_report_is_logged_to_wandb_when_on(ckpt, synth_root, tmp_path, monkeypat
     model = load_module(ckpt, eval_mode=False)
     dm = EmotionDataModule(str(synth_root), batch_size=16, cache_workers=0)
     logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="glamor-test")
-    trainer = L.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False,
-                        use_distributed_sampler=False, callbacks=[EvalReport(output_dir=tmp_path)])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[EvalReport(output_dir=tmp_path)],
+    )
     trainer.test(model, datamodule=dm)
     import wandb
 
@@ -129,15 +153,31 @@ def test_report_under_ddp_has_every_sample_once(ckpt, synth_root, tmp_path):
     """Two CPU processes (gloo): rank 0 gathers both shards; the report equals the single-process one."""
     model = load_module(ckpt, eval_mode=False)
     dm = EmotionDataModule(str(synth_root), batch_size=5, cache_workers=0)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-                        callbacks=[EvalReport(output_dir=tmp_path / "ddp")])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[EvalReport(output_dir=tmp_path / "ddp")],
+    )
     trainer.test(model, datamodule=dm)
-    single = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                       use_distributed_sampler=False, callbacks=[EvalReport(output_dir=tmp_path / "one")])
-    single.test(load_module(ckpt, eval_mode=False), datamodule=EmotionDataModule(str(synth_root), batch_size=5,
-                                                                             cache_workers=0))
-    ddp, one = read_predictions(tmp_path / "ddp" / "predictions.csv"), read_predictions(tmp_path / "one" /
-                                                                                       "predictions.csv")
+    single = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[EvalReport(output_dir=tmp_path / "one")],
+    )
+    single.test(
+        load_module(ckpt, eval_mode=False), datamodule=EmotionDataModule(str(synth_root), batch_size=5, cache_workers=0)
+    )
+    ddp, one = (
+        read_predictions(tmp_path / "ddp" / "predictions.csv"),
+        read_predictions(tmp_path / "one" / "predictions.csv"),
+    )
     assert ddp.paths == one.paths and ddp.predicted == one.predicted and len(ddp) == 28
     np.testing.assert_allclose(ddp.probs, one.probs, atol=1e-5)

@@ -1,11 +1,12 @@
 """ONNX export: onnxruntime gives PyTorch's logits (max |diff| ≤ 1e-4) for every registered backbone."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from analysis_ckpt import fit_checkpoint
+from conftest import fit_checkpoint
 from glamor_lightning.checkpoints import load_module
 from glamor_lightning.cli import main
 from glamor_lightning.data.contract import DataContract
@@ -36,8 +37,10 @@ def test_onnx_matches_pytorch_for_every_backbone(backbone, tmp_path):
     assert diff["logits"] <= 1e-4 and diff["attention"] <= 1e-4, diff
 
 
-@pytest.mark.parametrize("setting", [dict(inputs="face", attention="none", fusion="none"),
-                                     dict(inputs="context", attention="standard", fusion="none")])
+@pytest.mark.parametrize(
+    "setting",
+    [dict(inputs="face", attention="none", fusion="none"), dict(inputs="context", attention="standard", fusion="none")],
+)
 def test_single_input_settings_keep_both_inputs(setting, tmp_path):
     net = GlamorNet(**setting).eval()
     path = export_onnx(net, tmp_path / "m.onnx", DataContract())

@@ -1,4 +1,5 @@
 """Attention on the companion vs distractors (SynthCAER): box mapping, cell coverage, and the uniform baseline."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fit_checkpoint, make_datamodule
 from glamor_lightning.analysis.synth_attention import cell_coverage, crop_box, main, measure
 from glamor_lightning.data.synth import SynthConfig, generate
 from glamor_lightning.module import EmotionModule
-from conftest import make_datamodule
 
 CFG = SynthConfig(per_class_train=1, per_class_val=1, per_class_test=3, max_distractors=2, seed=3)
 
@@ -46,7 +47,6 @@ def test_uniform_attention_has_lift_one(datamodule) -> None:
 
 
 def test_cli_scores_a_checkpoint_and_refuses_a_face_only_one(datamodule, tmp_path: Path, capsys) -> None:
-    from analysis_ckpt import fit_checkpoint
 
     root = str(datamodule.root)
     gla = fit_checkpoint(datamodule.root, tmp_path / "gla.ckpt", attention="gla")

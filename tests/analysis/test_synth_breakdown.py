@@ -1,4 +1,6 @@
-"""Accuracy by face strength / distractors on SynthCAER: the groups come from the generator, checked against faces.csv."""
+"""Accuracy by face strength / distractors on SynthCAER: the groups come from the generator, checked against
+faces.csv."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,10 +94,26 @@ def test_ablation_page_gets_the_breakdown_per_setting(root: Path, tmp_path: Path
     for seed, right_when in ((0, lambda s: s.weak), (1, lambda s: True)):
         run = tmp_path / f"run{seed}"
         _, scenes = _predictions(root, run / "predictions.csv", right_when)
-        runs.append(Run(path=run, experiment="table4_both_gla", seed=seed, factors={"inputs": "both"},
-                        recipe={"data.root": str(root)}, test_acc=0.5))
-    runs.append(Run(path=tmp_path / "elsewhere", experiment="table4_face", seed=0, factors={"inputs": "face"},
-                    recipe={"data.root": str(tmp_path)}, test_acc=0.5))  # not SynthCAER: left out
+        runs.append(
+            Run(
+                path=run,
+                experiment="table4_both_gla",
+                seed=seed,
+                factors={"inputs": "both"},
+                recipe={"data.root": str(root)},
+                test_acc=0.5,
+            )
+        )
+    runs.append(
+        Run(
+            path=tmp_path / "elsewhere",
+            experiment="table4_face",
+            seed=0,
+            factors={"inputs": "face"},
+            recipe={"data.root": str(tmp_path)},
+            test_acc=0.5,
+        )
+    )  # not SynthCAER: left out
     page = results_page(runs, "4", params=False)
     n_weak = sum(s.weak for s in scenes)
     strong_pct = 100 * 0.5 * (len(scenes) - n_weak) / (len(scenes) - n_weak)  # seed 0: 0 %, seed 1: 100 %
@@ -115,8 +133,9 @@ def test_ensemble_multiplies_probabilities(root: Path, tmp_path: Path, capsys) -
     sure_a[::2] = 1 / 7  # ... except on every other image, where a knows nothing
     for name, probs in (("a", sure_a), ("b", sure_b)):
         predicted = [CLASSES[int(k)] for k in probs.argmax(1)]
-        write_predictions(tmp_path / f"{name}.csv", [r.path for r in rows], [r.label for r in rows], predicted,
-                          probs, CLASSES)
+        write_predictions(
+            tmp_path / f"{name}.csv", [r.path for r in rows], [r.label for r in rows], predicted, probs, CLASSES
+        )
     assert main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--data", str(root), "--ensemble"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     n = len(rows)

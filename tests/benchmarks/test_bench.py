@@ -1,4 +1,5 @@
 """The benchmark suite (`make bench`): timing helpers, the JSON it writes, and quick real runs."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def test_measure_takes_the_median_after_warmup():
 def test_a_slow_first_call_does_not_size_the_repeats():
     """On a GPU the first step of a new shape can take seconds (cuDNN autotuning); sized from it, a
     repeat would run one step (seen on an H200: 5×1 steps). The second warm-up call sizes them."""
-    s = Settings.make(torch.device("cpu"), quick=True, repeats=3, min_repeats=3, warmup=2, repeat_s=0.2,
-                      slow_call_s=0.1)
+    s = Settings.make(
+        torch.device("cpu"), quick=True, repeats=3, min_repeats=3, warmup=2, repeat_s=0.2, slow_call_s=0.1
+    )
     calls = []
 
     def step():
@@ -59,22 +61,49 @@ def test_interleaved_repeats_alternate():
 
 def _fake_raw(backbones=("original",)) -> dict:
     t = lambda v: Timing(samples=[v, v * 1.1, v * 0.9], per_repeat=1)  # noqa: E731
-    raw = {"flops": {"peak": {"matmul_n": 512, "fp32_gflops": 100.0, "bf16_gflops": 200.0},
-                     "costs": {b: {"params": 10, "forward_gflops_per_image": 0.5, "train_gflops_per_image": 1.5}
-                               for b in backbones}},
-           "model": {"grid": {b: {"fp32/nchw": t(10), "fp32/channels_last": t(11), "bf16-mixed/nchw": t(15),
-                                  "bf16-mixed/channels_last": t(20)} for b in backbones},
-                     "best": {b: {"precision": "bf16-mixed", "channels_last": True,
-                                  "key": "bf16-mixed/channels_last"} for b in backbones}},
-           "full": {b: {"model_only": t(20), "full": t(19), "full_device_aug": t(19.5)} for b in backbones},
-           "data": {"images": 64, "timings": {w: {"decode": t(100), "cache": t(1500), "cache_batched": t(2000),
-                                                  "cache_albumentations": t(500)}
-                                              for w in ("0", "2")}},
-           "detect": {"image_size": [320, 180], "batch": 8, "batch1_ips": t(10), "batched_ips": t(20),
-                      "faces_found_per_image": [1] * 8, "predict_backbone": backbones[0],
-                      "faces_found": {"1": 1, "4": 4, "8": 8},
-                      "latency": {k: t(5) for k in ("1", "4", "8")}, "detect": {k: t(6) for k in ("1", "4", "8")},
-                      "classify": {b: {k: t(50) for k in ("1", "4", "8")} for b in backbones}}}
+    raw = {
+        "flops": {
+            "peak": {"matmul_n": 512, "fp32_gflops": 100.0, "bf16_gflops": 200.0},
+            "costs": {
+                b: {"params": 10, "forward_gflops_per_image": 0.5, "train_gflops_per_image": 1.5} for b in backbones
+            },
+        },
+        "model": {
+            "grid": {
+                b: {
+                    "fp32/nchw": t(10),
+                    "fp32/channels_last": t(11),
+                    "bf16-mixed/nchw": t(15),
+                    "bf16-mixed/channels_last": t(20),
+                }
+                for b in backbones
+            },
+            "best": {
+                b: {"precision": "bf16-mixed", "channels_last": True, "key": "bf16-mixed/channels_last"}
+                for b in backbones
+            },
+        },
+        "full": {b: {"model_only": t(20), "full": t(19), "full_device_aug": t(19.5)} for b in backbones},
+        "data": {
+            "images": 64,
+            "timings": {
+                w: {"decode": t(100), "cache": t(1500), "cache_batched": t(2000), "cache_albumentations": t(500)}
+                for w in ("0", "2")
+            },
+        },
+        "detect": {
+            "image_size": [320, 180],
+            "batch": 8,
+            "batch1_ips": t(10),
+            "batched_ips": t(20),
+            "faces_found_per_image": [1] * 8,
+            "predict_backbone": backbones[0],
+            "faces_found": {"1": 1, "4": 4, "8": 8},
+            "latency": {k: t(5) for k in ("1", "4", "8")},
+            "detect": {k: t(6) for k in ("1", "4", "8")},
+            "classify": {b: {k: t(50) for k in ("1", "4", "8")} for b in backbones},
+        },
+    }
     return raw
 
 
@@ -125,8 +154,14 @@ def test_quick_run_in_process(tmp_path, synth_root):
 def test_make_bench_quick_subprocess(tmp_path):
     """The whole quick suite as `make bench` runs it (every section, its own temp SynthCAER)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Model-only training" in proc.stdout and "Face detection" in proc.stdout
     doc = json.loads((tmp_path / "latest.json").read_text())
@@ -138,5 +173,3 @@ def test_make_bench_quick_subprocess(tmp_path):
     assert _positive(det["batch1_ips"]) and _positive(det["batched_ips"])
     assert det["faces_found"] == {"1": 1, "4": 4, "8": 8}  # MTCNN finds every tiled face
     assert all(_positive(v) for v in det["latency_ms"].values())
-
-

@@ -4,6 +4,7 @@ The astronaut (Eileen Collins) is the face; coffee, rocket and the cat are backg
 face. `scene()` pastes the astronaut's head, scaled and mirrored, onto a background at a known place,
 so tests get many different real-face pictures from one portrait.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,22 +17,27 @@ from skimage import data
 HEAD = (150, 40, 300, 210)  # x1, y1, x2, y2 of the astronaut's head (hair included) in data.astronaut()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def astronaut() -> np.ndarray:
     image = data.astronaut()
     image.setflags(write=False)
     return image
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def background(name: str, size: tuple[int, int]) -> np.ndarray:
     """A face-free photo resized to size (w, h)."""
     image = {"coffee": data.coffee, "rocket": data.rocket, "cat": data.chelsea}[name]()
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def scene(bg: str = "coffee", size: tuple[int, int] = (240, 160), head_px: int = 70, at: tuple[int, int] = (40, 30),
-          mirror: bool = False) -> np.ndarray:
+def scene(
+    bg: str = "coffee",
+    size: tuple[int, int] = (240, 160),
+    head_px: int = 70,
+    at: tuple[int, int] = (40, 30),
+    mirror: bool = False,
+) -> np.ndarray:
     """The astronaut's head, `head_px` pixels wide, pasted at `at` (x, y) onto a background photo."""
     x1, y1, x2, y2 = HEAD
     head = astronaut()[y1:y2, x1:x2]
@@ -41,7 +47,7 @@ def scene(bg: str = "coffee", size: tuple[int, int] = (240, 160), head_px: int =
         head = head[:, ::-1]
     canvas = background(bg, size).copy()
     x, y = at
-    canvas[y:y + h, x:x + head_px] = head[: size[1] - y, : size[0] - x]
+    canvas[y : y + h, x : x + head_px] = head[: size[1] - y, : size[0] - x]
     return canvas
 
 
@@ -52,7 +58,7 @@ def write_image(path: Path, rgb: np.ndarray) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def detector():
     """One MTCNN for the whole test session (its weights ship inside facenet-pytorch)."""
     from glamor_lightning.data.mtcnn import FaceDetector

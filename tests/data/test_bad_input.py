@@ -1,9 +1,9 @@
 """Bad input from a big download: each is converted, clipped, or skipped with its file named and counted."""
+
 from __future__ import annotations
 
 import io
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,9 +30,14 @@ PHOTO = scene(size=(96, 64), head_px=40, at=(20, 8))
 
 def broken_files() -> dict[str, bytes]:
     png, jpg = encoded(Image.fromarray(PHOTO), "PNG"), encoded(Image.fromarray(PHOTO), "JPEG", quality=90)
-    return {"empty.png": b"", "truncated.png": png[: len(png) // 2], "truncated.jpg": jpg[: len(jpg) // 2],
-            "no_end_marker.jpg": jpg[:-2], "text.png": b"just some text, not a picture\n",
-            "html.jpg": b"<html><body>403 Forbidden</body></html>"}
+    return {
+        "empty.png": b"",
+        "truncated.png": png[: len(png) // 2],
+        "truncated.jpg": jpg[: len(jpg) // 2],
+        "no_end_marker.jpg": jpg[:-2],
+        "text.png": b"just some text, not a picture\n",
+        "html.jpg": b"<html><body>403 Forbidden</body></html>",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(broken_files()))
@@ -57,12 +62,16 @@ def test_odd_image_modes_are_converted_to_8_bit_rgb(tmp_path):
     for name, (image, fmt, tol) in cases.items():
         (tmp_path / name).write_bytes(encoded(image, fmt, **({"quality": 95} if fmt == "JPEG" else {})))
         got = read_rgb(tmp_path / name)
-        want = np.asarray(Image.open(tmp_path / name).convert("RGB")) if image.mode != "I;16" else \
-            np.repeat(rgb[..., :1], 3, axis=2)
+        want = (
+            np.asarray(Image.open(tmp_path / name).convert("RGB"))
+            if image.mode != "I;16"
+            else np.repeat(rgb[..., :1], 3, axis=2)
+        )
         assert got.shape == (128, 128, 3) and got.dtype == np.uint8, name
         assert np.abs(got.astype(int) - want).mean() <= tol, name
     # 16-bit colour (PIL cannot write it; OpenCV can): scaled to 8 bit, not clipped
     import cv2
+
     cv2.imwrite(str(tmp_path / "rgb16.png"), (rgb[..., ::-1].astype(np.uint16) * 257))
     assert np.array_equal(read_rgb(tmp_path / "rgb16.png"), rgb)
 
@@ -94,8 +103,12 @@ def test_unreadable_videos_raise_an_error_naming_them(tmp_path):
 
 def test_a_root_full_of_bad_files_goes_through_detect_cache_and_data_module(tmp_path, caplog):
     root = tmp_path / "root"
-    good = {"train/Happy/face.png": PHOTO, "train/Sad/face.jpg": PHOTO[:, ::-1].copy(),
-            "train/Happy/small.png": PHOTO[:15, :20], "test/Happy/face.png": PHOTO}
+    good = {
+        "train/Happy/face.png": PHOTO,
+        "train/Sad/face.jpg": PHOTO[:, ::-1].copy(),
+        "train/Happy/small.png": PHOTO[:15, :20],
+        "test/Happy/face.png": PHOTO,
+    }
     for rel, image in good.items():
         write_image(root / rel, image)
     write_image(root / "train/Neutral/nobody.png", np.full((64, 96, 3), 128, np.uint8))

@@ -1,22 +1,20 @@
 """The data module on a real SynthCAER root: splits, shapes, dtypes, masking, errors."""
+
 from __future__ import annotations
 
 import csv
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import make_datamodule
 import torch
 
+from conftest import make_datamodule
 from glamor_lightning.data.classes import CLASSES, UnknownClassError
 from glamor_lightning.data.datamodule import EmotionDataModule
 from glamor_lightning.data.geometry import context_box
 from glamor_lightning.data.images import read_rgb
 from glamor_lightning.data.index import read_index
-
 
 make_dm = make_datamodule
 
@@ -28,7 +26,7 @@ def test_batches_have_the_paper_shapes(synth_root):
         face, context, label, row = next(iter(loader))
         assert face.dtype == context.dtype == torch.uint8
         assert face.shape == (4, 96, 96, 3) and context.shape == (4, 112, 112, 3)
-        assert label.dtype == torch.int64 and 0 <= label.min() and label.max() < len(CLASSES)
+        assert label.dtype == torch.int64 and label.min() >= 0 and label.max() < len(CLASSES)
 
 
 def test_labels_follow_the_class_folders(synth_root):
@@ -46,7 +44,7 @@ def test_face_region_of_context_is_zero_before_augmentation(synth_root):
         image = read_rgb(synth_root / row.path)
         x1, y1, x2, y2 = context_box(row.box, image.shape[1], image.shape[0])
         ctx = np.asarray(dm.cache.contexts[i])
-        inner = ctx[int(np.ceil(y1)) + 1:int(y2) - 1, int(np.ceil(x1)) + 1:int(x2) - 1]
+        inner = ctx[int(np.ceil(y1)) + 1 : int(y2) - 1, int(np.ceil(x1)) + 1 : int(x2) - 1]
         assert inner.size > 0 and inner.max() == 0, row.path
         assert ctx.max() > 0  # the rest of the image is there
         # the face crop is the box of the original image
@@ -60,7 +58,7 @@ def test_context_visible_keeps_the_face(synth_root):
     row = dm.rows[row_i]
     image = read_rgb(synth_root / row.path)
     x1, y1, x2, y2 = (int(v) for v in context_box(row.box, image.shape[1], image.shape[0]))
-    assert np.asarray(dm.cache.contexts[row_i])[y1 + 2:y2 - 2, x1 + 2:x2 - 2].max() > 0
+    assert np.asarray(dm.cache.contexts[row_i])[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].max() > 0
 
 
 def test_training_augmentation_is_seeded_per_epoch(synth_root):

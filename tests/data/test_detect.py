@@ -1,4 +1,5 @@
 """`glamor prepare detect` on real photos: boxes as MTCNN gives them, no-face rows, bad files, resume."""
+
 from __future__ import annotations
 
 import csv
@@ -40,8 +41,8 @@ def test_astronaut_box_is_what_mtcnn_gives(tmp_path):
 def test_several_faces_policy_and_batching(tmp_path):
     """A picture with three faces: the detect step keeps the one its policy asks for, as MTCNN boxes it."""
     canvas = scene("rocket", size=(320, 200), head_px=50, at=(20, 20))
-    canvas[60:60 + 102, 130:130 + 90] = scene("coffee", size=(90, 102), head_px=86, at=(2, 2))
-    canvas[30:30 + 64, 250:250 + 56] = scene("cat", size=(56, 64), head_px=50, at=(3, 3), mirror=True)
+    canvas[60 : 60 + 102, 130 : 130 + 90] = scene("coffee", size=(90, 102), head_px=86, at=(2, 2))
+    canvas[30 : 30 + 64, 250 : 250 + 56] = scene("cat", size=(56, 64), head_px=50, at=(3, 3), mirror=True)
     direct = detector().detect([canvas])[0]
     assert len(direct) == 3, direct
     largest = max(direct, key=lambda d: d.area)
@@ -125,8 +126,9 @@ def _tree(root: Path, n: int, sizes=((32, 32),)) -> list[str]:
 
 def test_ctrl_c_keeps_finished_rows_and_rerun_finishes(tmp_path):
     paths = _tree(tmp_path, 10)
-    first = detect_root(tmp_path, detector=CountingDetector(stop_after=2), batch_size=2, flush_every=1000,
-                        progress=False)
+    first = detect_root(
+        tmp_path, detector=CountingDetector(stop_after=2), batch_size=2, flush_every=1000, progress=False
+    )
     assert first.interrupted and "again" in first.text(tmp_path)
     done = read_index(tmp_path / "faces.csv")  # saved on the way out, not only at the flush interval
     assert [r.path for r in done] == sorted(paths)[:4]
@@ -163,11 +165,23 @@ def test_killed_detection_resumes_without_losing_or_redoing_rows(tmp_path):
     """SIGKILL a real `glamor prepare detect` after its first save; the rerun adds only the rest."""
     root = tmp_path / "root"
     for i in range(12):
-        write_image(root / f"train/{('Happy', 'Sad', 'Fear')[i % 3]}/{i:02d}.png",
-                    scene(size=(64, 64), head_px=40, at=(10 + i % 5, 5), mirror=bool(i % 2)))
+        write_image(
+            root / f"train/{('Happy', 'Sad', 'Fear')[i % 3]}/{i:02d}.png",
+            scene(size=(64, 64), head_px=40, at=(10 + i % 5, 5), mirror=bool(i % 2)),
+        )
     env = {**os.environ, DELAY_ENV: "0.7", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "glamor_lightning.cli", "prepare", "detect", str(root), "--batch-size", "2",
-           "--flush-every", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "glamor_lightning.cli",
+        "prepare",
+        "detect",
+        str(root),
+        "--batch-size",
+        "2",
+        "--flush-every",
+        "4",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     index = root / "faces.csv"
     try:

@@ -1,5 +1,6 @@
 """Batch augmentation on the device (`augment_on=device`): shapes, seeds, the same transforms as the
 CPU path, and evaluation left alone."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +9,9 @@ import albumentations as A
 import lightning as L
 import numpy as np
 import pytest
-
-from conftest import make_datamodule
 import torch
 
+from conftest import make_datamodule
 from glamor_lightning.data.datamodule import EmotionDataModule
 from glamor_lightning.data.device_augment import DeviceAugment, center_crop, crop, flip_rotate
 from glamor_lightning.module import EmotionModule
@@ -85,8 +85,7 @@ def test_rotation_is_applied_within_the_limit():
 def test_flip_rotate_matches_albumentations(angle, flip):
     """Same flip, rotation sign, centre and zero fill as the CPU path (PairTransform)."""
     faces = _smooth_faces(3)
-    ops = ([A.HorizontalFlip(p=1.0)] if flip else []) + [
-        A.Rotate(limit=(angle, angle), border_mode=0, fill=0, p=1.0)]
+    ops = ([A.HorizontalFlip(p=1.0)] if flip else []) + [A.Rotate(limit=(angle, angle), border_mode=0, fill=0, p=1.0)]
     ref = np.stack([A.Compose(ops)(image=f)["image"] for f in faces.numpy()])
     out = flip_rotate(faces, torch.full((3,), angle), torch.full((3,), flip)).numpy()
     diff = np.abs(ref.astype(int) - out.astype(int))
@@ -101,7 +100,7 @@ def test_context_crop_is_random_and_a_true_crop():
     for i in range(16):
         t, left = int(params.top[i]), int(params.left[i])
         assert 0 <= t <= 16 and 0 <= left <= 59
-        assert torch.equal(out[i], context[i, t:t + 112, left:left + 112])
+        assert torch.equal(out[i], context[i, t : t + 112, left : left + 112])
     assert len(set(params.top.tolist())) > 1 and len(set(params.left.tolist())) > 1
     assert torch.equal(crop(context, [8] * 16, [29] * 16, 112), center_crop(context, 112))
     with pytest.raises(ValueError, match="uint8 NHWC"):
@@ -156,9 +155,18 @@ class _Spy(EmotionModule):
 def _fit(root: Path, out: Path) -> _Spy:
     L.seed_everything(0)
     model = _Spy(backbone="original", lr=1e-3)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=1,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(out))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(out),
+    )
     trainer.fit(model, datamodule=_dm(root, augment_on="device"))
     return model
 

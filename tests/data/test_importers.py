@@ -1,4 +1,5 @@
 """Importing face boxes: the authors' text-file tree and the public CAER-S annotation lines."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,14 @@ from glamor_lightning.data.index import FaceRow, read_index, write_index
 
 
 def make_root(root: Path) -> Path:
-    for rel in ("train/Angry/0001.png", "train/Angry/0002.png", "train/Happy/0001.png", "test/Anger/0001.png",
-                "test/Happy/0001.jpg", "test/Sad/0001.png"):
+    for rel in (
+        "train/Angry/0001.png",
+        "train/Angry/0002.png",
+        "train/Happy/0001.png",
+        "test/Anger/0001.png",
+        "test/Happy/0001.jpg",
+        "test/Sad/0001.png",
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"png")  # the importers never open the images
     return root
@@ -45,13 +52,13 @@ def test_glamor_txt_tree(tmp_path):
     write(boxes / "test/Sad/0099.txt", "1,2,3,4")  # no such image
     report = import_boxes(root, "glamor-txt", [boxes])
     rows = {r.path: r for r in read_index(root / "faces.csv")}
-    assert rows["train/Angry/0001.png"] == FaceRow("train", "train/Angry/0001.png", "Anger", (10, 20, 50, 60),
-                                                   None, "imported")
+    assert rows["train/Angry/0001.png"] == FaceRow(
+        "train", "train/Angry/0001.png", "Anger", (10, 20, 50, 60), None, "imported"
+    )
     assert rows["train/Angry/0002.png"].source == "none" and rows["train/Angry/0002.png"].box is None
     assert rows["test/Anger/0001.png"].box == (1, 2, 5, 6)
     assert rows["test/Happy/0001.jpg"].box == (1, 1, 9, 9)
-    assert set(rows) == {"train/Angry/0001.png", "train/Angry/0002.png", "test/Anger/0001.png",
-                         "test/Happy/0001.jpg"}
+    assert set(rows) == {"train/Angry/0001.png", "train/Angry/0002.png", "test/Anger/0001.png", "test/Happy/0001.jpg"}
     assert (report.imported, report.no_face) == (4, 1)
     assert report.uncovered == ["train/Happy/0001.png", "test/Sad/0001.png"]
     assert len(report.problems) == 2
@@ -69,20 +76,24 @@ def test_txt_tree_of_one_split_is_refused(tmp_path):
 
 def test_csv_lines_of_the_public_annotation_sets(tmp_path, capsys):
     root = make_root(tmp_path / "root")
-    train = write(tmp_path / "train.txt", "relpath,label,x1,y1,x2,y2\n"
-                  "train/Angry/0001.png,0,278,110,363,195\n"
-                  "train/Anger/0002.png,Angry,1,2,30,40\n"  # Anger folder spelling, name label
-                  "train/Happy/0001.png,5,1,2,30,40\n"  # label Sad in a Happy folder
-                  "train/Happy/0404.png,3,1,2,30,40\n"  # missing image
-                  "train/Angry/0001.png,0,1,1,2,2\n"  # again with another box
-                  "\n")
-    test = write(tmp_path / "test.txt", "test/Anger/0001.png,0,0,0,0,0\ntest/Happy/0001.jpg,3,5,5,25,25\n"
-                 "test/Sad/0001.png,Bored,5,5,25,25\n")
+    train = write(
+        tmp_path / "train.txt",
+        "relpath,label,x1,y1,x2,y2\n"
+        "train/Angry/0001.png,0,278,110,363,195\n"
+        "train/Anger/0002.png,Angry,1,2,30,40\n"  # Anger folder spelling, name label
+        "train/Happy/0001.png,5,1,2,30,40\n"  # label Sad in a Happy folder
+        "train/Happy/0404.png,3,1,2,30,40\n"  # missing image
+        "train/Angry/0001.png,0,1,1,2,2\n"  # again with another box
+        "\n",
+    )
+    test = write(
+        tmp_path / "test.txt",
+        "test/Anger/0001.png,0,0,0,0,0\ntest/Happy/0001.jpg,3,5,5,25,25\ntest/Sad/0001.png,Bored,5,5,25,25\n",
+    )
     assert main(["prepare", "import", str(root), "--format", "csv", str(train), str(test)]) == 0
     out = capsys.readouterr().out
     rows = {r.path: r for r in read_index(root / "faces.csv")}
-    assert set(rows) == {"train/Angry/0001.png", "train/Angry/0002.png", "test/Anger/0001.png",
-                         "test/Happy/0001.jpg"}
+    assert set(rows) == {"train/Angry/0001.png", "train/Angry/0002.png", "test/Anger/0001.png", "test/Happy/0001.jpg"}
     assert rows["train/Angry/0001.png"].box == (278, 110, 363, 195)
     assert rows["test/Anger/0001.png"].source == "none"
     assert "4 problems" in out
@@ -95,8 +106,13 @@ def test_csv_lines_of_the_public_annotation_sets(tmp_path, capsys):
 
 def test_import_keeps_earlier_rows_unless_replace(tmp_path):
     root = make_root(tmp_path / "root")
-    write_index(root / "faces.csv", [FaceRow("test", "test/Sad/0001.png", "Sad", (1, 2, 3, 4), 0.99, "mtcnn"),
-                                     FaceRow("train", "train/Angry/0001.png", "Anger", None, None, "none")])
+    write_index(
+        root / "faces.csv",
+        [
+            FaceRow("test", "test/Sad/0001.png", "Sad", (1, 2, 3, 4), 0.99, "mtcnn"),
+            FaceRow("train", "train/Angry/0001.png", "Anger", None, None, "none"),
+        ],
+    )
     ann = write(tmp_path / "a.csv", "train/Angry/0001.png,0,10,20,30,40\n")
     report = import_boxes(root, "csv", [ann])
     rows = {r.path: r for r in read_index(root / "faces.csv")}

@@ -1,4 +1,5 @@
 """Scanning a CAER-S-style root: splits, class folders (Angry = Anger), extensions, errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,16 +18,31 @@ def touch(root: Path, *rels: str) -> None:
 
 
 def test_scan_finds_images_with_labels_angry_and_anger_alike(tmp_path):
-    touch(tmp_path, "train/Angry/0001.png", "train/Angry/0002.PNG", "train/Happy/a.JPG", "train/Happy/b.jpeg",
-          "test/Anger/0001.png", "test/Surprise/x/deep.png", "validation/Sad/v.bmp",
-          "train/Happy/notes.txt", "train/README", "faces.csv", ".cache/junk.png", "train/.DS_Store",
-          "extra/Happy/z.png")
+    touch(
+        tmp_path,
+        "train/Angry/0001.png",
+        "train/Angry/0002.PNG",
+        "train/Happy/a.JPG",
+        "train/Happy/b.jpeg",
+        "test/Anger/0001.png",
+        "test/Surprise/x/deep.png",
+        "validation/Sad/v.bmp",
+        "train/Happy/notes.txt",
+        "train/README",
+        "faces.csv",
+        ".cache/junk.png",
+        "train/.DS_Store",
+        "extra/Happy/z.png",
+    )
     layout = scan_root(tmp_path)
     got = {(e.split, e.path, e.label) for e in layout.images}
     assert got == {
-        ("train", "train/Angry/0001.png", "Anger"), ("train", "train/Angry/0002.PNG", "Anger"),
-        ("train", "train/Happy/a.JPG", "Happy"), ("train", "train/Happy/b.jpeg", "Happy"),
-        ("test", "test/Anger/0001.png", "Anger"), ("test", "test/Surprise/x/deep.png", "Surprise"),
+        ("train", "train/Angry/0001.png", "Anger"),
+        ("train", "train/Angry/0002.PNG", "Anger"),
+        ("train", "train/Happy/a.JPG", "Happy"),
+        ("train", "train/Happy/b.jpeg", "Happy"),
+        ("test", "test/Anger/0001.png", "Anger"),
+        ("test", "test/Surprise/x/deep.png", "Surprise"),
         ("val", "validation/Sad/v.bmp", "Sad"),
     }
     assert [e.split for e in layout.images] == ["train"] * 4 + ["val"] + ["test"] * 2  # split order

@@ -1,4 +1,5 @@
 """The NCAER-S builder on short videos written here with OpenCV (MJPG .avi, 10 fps)."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import pytest
 
 from glamor_lightning.cli import main
 from glamor_lightning.data.layout import scan_root
-from glamor_lightning.data.ncaer import build_ncaer, parts, pick_frames, Video
+from glamor_lightning.data.ncaer import Video, build_ncaer, parts, pick_frames
 
 FPS = 10
 
@@ -91,9 +92,16 @@ def test_ncaer_build(caer, tmp_path, capsys):
     for split, label, rel in files:
         stem, frame = re.fullmatch(r".*/(\w+)_f(\d+)\.png", rel).groups()
         source = caer / {"val": "validation"}.get(split, split) / label / f"{stem}.avi"
-        n = {"train/Happy/0002": 40, "train/Happy/0003": 25, "train/Sad/0001": 40, "val/Happy/0001": 20,
-             "val/Sad/0001": 30, "test/Happy/0001": 60, "test/Sad/0001": 20, "test/Sad/0002": 60}[
-            f"{split}/{label}/{stem}"]
+        n = {
+            "train/Happy/0002": 40,
+            "train/Happy/0003": 25,
+            "train/Sad/0001": 40,
+            "val/Happy/0001": 20,
+            "val/Sad/0001": 30,
+            "test/Happy/0001": 60,
+            "test/Sad/0001": 20,
+            "test/Sad/0002": 60,
+        }[f"{split}/{label}/{stem}"]
         part = [k for k, (a, b) in enumerate(parts(n, FPS, 2)) if a <= int(frame) < b]
         assert len(part) == 1 and (source, part[0]) not in seen_parts  # one frame per part
         seen_parts.add((source, part[0]))
@@ -101,9 +109,14 @@ def test_ncaer_build(caer, tmp_path, capsys):
         assert abs(image[16:40, 16:56].mean() - frame_value(int(frame))) < 2.5, rel  # the frame it says
     # no clip gives frames to two splits: the train copy of test/Happy/0001 gave nothing
     assert not any(rel.startswith("train/Happy/0001_") for _, _, rel in files)
-    sources = {split: {caer.joinpath(*src.parts).read_bytes() for src, _ in seen_parts
-                       if src.relative_to(caer).parts[0] in (split, "validation" if split == "val" else split)}
-               for split in ("train", "val", "test")}
+    sources = {
+        split: {
+            caer.joinpath(*src.parts).read_bytes()
+            for src, _ in seen_parts
+            if src.relative_to(caer).parts[0] in (split, "validation" if split == "val" else split)
+        }
+        for split in ("train", "val", "test")
+    }
     assert not (sources["train"] & sources["test"]) and not (sources["train"] & sources["val"])
     assert not (sources["val"] & sources["test"])
 

@@ -1,4 +1,5 @@
 """`glamor prepare cache`, and what a crash mid-build leaves behind: nothing taken for a whole cache."""
+
 from __future__ import annotations
 
 import os
@@ -92,8 +93,7 @@ cache.ensure_cache(root, read_index(root / "faces.csv"), cache.CacheSpec(), work
 
 def test_sigkill_mid_build_leaves_no_cache_taken_as_whole(tmp_path):
     root = make_root(tmp_path / "root")
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(root)], cwd=REPO,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(root)], cwd=REPO, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while not any((p / "faces.npy").exists() for p in leftovers(root)) and time.monotonic() < deadline:
@@ -144,7 +144,8 @@ def test_worker_pool_after_opencv_used_its_threads_does_not_hang(tmp_path):
         write_image(root / rel, scene(size=(712, 400), head_px=100, at=(40 * i, 20)))
         rows.append(FaceRow("train", rel, "Happy", (40.0 * i, 20.0, 40.0 * i + 100, 130.0), 1.0, "mtcnn"))
     write_index(root / "faces.csv", rows)
-    done = subprocess.run([sys.executable, "-c", AFTER_IN_PROCESS_BUILD, str(root)], cwd=REPO, timeout=120,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", AFTER_IN_PROCESS_BUILD, str(root)], cwd=REPO, timeout=120, capture_output=True, text=True
+    )
     assert done.returncode == 0 and "built" in done.stdout, done.stderr[-2000:]
     assert np.array_equal(np.load(root / "serial/faces.npy"), np.load(root / "parallel/faces.npy"))

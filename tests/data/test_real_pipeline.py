@@ -1,4 +1,5 @@
 """A CAER-S-shaped root of real photos goes scan → detect → cache → one training step, as a user runs it."""
+
 from __future__ import annotations
 
 import lightning as L
@@ -53,8 +54,15 @@ def test_caer_s_tree_from_scan_to_a_training_step(tmp_path, capsys):
 
     dm = EmotionDataModule(str(root), batch_size=2, cache_workers=0, val_from="train", val_fraction=0.34)
     model = EmotionModule(backbone="original")
-    trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    trainer = L.Trainer(
+        fast_dev_run=True,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
     before = [p.detach().clone() for p in model.parameters()]
     trainer.fit(model, datamodule=dm)
     assert dm.cache.path == cache_path(root, CacheSpec())  # the cache `prepare cache` made, reused

@@ -1,4 +1,5 @@
 """Data mistakes that used to pass silently: each is now either handled right or a clear error."""
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,9 @@ def make_root(root: Path, per_split: dict[str, int] | None = None, seed: int = 0
 
 
 def dm_of(root: Path, cache_dir: Path | None = None, **kw) -> EmotionDataModule:
-    return EmotionDataModule(str(root), batch_size=2, cache_workers=0,
-                             cache_dir=str(cache_dir or root.parent / f"cache-{root.name}"), **kw)
+    return EmotionDataModule(
+        str(root), batch_size=2, cache_workers=0, cache_dir=str(cache_dir or root.parent / f"cache-{root.name}"), **kw
+    )
 
 
 # -- 1. the packed cache belongs to one root and to the images as they are -----------------------------
@@ -109,8 +111,9 @@ def test_a_test_image_labelled_as_train_is_an_error_naming_line_path_and_folder(
     assert not (root / ".cache").exists()
 
 
-@pytest.mark.parametrize("folder,split", [("validation", "val"), ("val", "val"), ("Validation", "val"),
-                                          ("TRAIN", "train"), ("Test", "test")])
+@pytest.mark.parametrize(
+    "folder,split", [("validation", "val"), ("val", "val"), ("Validation", "val"), ("TRAIN", "train"), ("Test", "test")]
+)
 def test_split_folders_as_the_writers_name_them_pass(folder, split):
     check_folders([FaceRow(split, f"{folder}/Happy/a.png", "Happy", None)], "faces.csv")
 
@@ -129,9 +132,10 @@ def test_detect_on_a_caer_s_root_with_a_validation_folder_gives_an_index_that_pa
 
 
 # -- 3. zero data is an error, never a run that trains on nothing -----------------------------------------
-@pytest.mark.parametrize("files,found", [(["train/x.png", "test/y.png"], "train/x.png"),
-                                         (["img.png"], "img.png"),
-                                         (["train/.keep"], "train/ (empty)")])
+@pytest.mark.parametrize(
+    "files,found",
+    [(["train/x.png", "test/y.png"], "train/x.png"), (["img.png"], "img.png"), (["train/.keep"], "train/ (empty)")],
+)
 @pytest.mark.parametrize("step", ["scan", "detect"])
 def test_a_root_without_class_folders_fails_explaining_the_layout(tmp_path, capsys, files, found, step):
     root = tmp_path / "root"
@@ -166,10 +170,15 @@ def test_cache_of_an_index_without_rows_fails(tmp_path, capsys):
         dm_of(root).setup("fit")
 
 
-@pytest.mark.parametrize("splits,stage,empty", [({"val": 2, "test": 2}, "fit", "train"),
-                                                ({"train": 4, "test": 2}, "fit", "val"),
-                                                ({"train": 4, "val": 2}, "test", "test"),
-                                                ({"train": 4, "val": 2}, "validate", None)])
+@pytest.mark.parametrize(
+    "splits,stage,empty",
+    [
+        ({"val": 2, "test": 2}, "fit", "train"),
+        ({"train": 4, "test": 2}, "fit", "val"),
+        ({"train": 4, "val": 2}, "test", "test"),
+        ({"train": 4, "val": 2}, "validate", None),
+    ],
+)
 def test_data_module_refuses_an_empty_split_its_stage_needs(tmp_path, splits, stage, empty):
     root = make_root(tmp_path / "root", splits)
     kw = {"val_from": "val"} if "val" in splits else {"val_from": "train", "val_fraction": 0.0}
@@ -193,22 +202,31 @@ def test_a_data_module_set_up_for_fit_still_checks_the_test_split(tmp_path):
 
 def test_all_images_dropped_is_an_empty_split_too(tmp_path):
     root = make_root(tmp_path / "root")
-    rows = [replace(r, box=None, score=None, source="none") if r.split == "train" else r
-            for r in read_index(root / "faces.csv")]
+    rows = [
+        replace(r, box=None, score=None, source="none") if r.split == "train" else r
+        for r in read_index(root / "faces.csv")
+    ]
     write_index(root / "faces.csv", rows)
     with pytest.raises(ValueError, match=r"no train images.*4 without a face.*no_face='drop'"):
         dm_of(root, no_face="drop").setup("fit")
 
 
 # -- 4. SynthCAER sizes it cannot make are argument errors ------------------------------------------------
-@pytest.mark.parametrize("args,named", [(["--per-class", "0"], "--per-class"), (["--per-class", "-3"], "--per-class"),
-                                        (["--per-class-val", "-1"], "--per-class-val"),
-                                        (["--per-class-test", "-1"], "--per-class-test"),
-                                        (["--width", "40"], "--width"), (["--height", "20"], "--height"),
-                                        (["--weak-fraction", "1.5"], "--weak-fraction"),
-                                        (["--weak-fraction", "-0.1"], "--weak-fraction"),
-                                        (["--max-distractors", "-1"], "--max-distractors"),
-                                        (["--per-class", "many"], "--per-class")])
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["--per-class", "0"], "--per-class"),
+        (["--per-class", "-3"], "--per-class"),
+        (["--per-class-val", "-1"], "--per-class-val"),
+        (["--per-class-test", "-1"], "--per-class-test"),
+        (["--width", "40"], "--width"),
+        (["--height", "20"], "--height"),
+        (["--weak-fraction", "1.5"], "--weak-fraction"),
+        (["--weak-fraction", "-0.1"], "--weak-fraction"),
+        (["--max-distractors", "-1"], "--max-distractors"),
+        (["--per-class", "many"], "--per-class"),
+    ],
+)
 def test_synth_rejects_sizes_it_cannot_make(tmp_path, capsys, args, named):
     out = tmp_path / "synth"
     tiny = ["--per-class", "1", "--per-class-val", "0", "--per-class-test", "0"]  # the last of a flag wins

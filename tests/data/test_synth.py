@@ -1,4 +1,5 @@
 """SynthCAER: layout, determinism, and that the knobs change what is drawn."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,11 @@ SMALL = SynthConfig(per_class_train=3, per_class_val=1, per_class_test=2)
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +63,9 @@ def test_box_is_the_target_head_with_its_trait_colour(small_set: Path) -> None:
         assert scene.target.box == r.box
         px = np.asarray(Image.open(small_set / r.path)).astype(int)
         x1, y1, x2, y2 = (int(round(v)) for v in r.box)
-        top = px[y1 + 1: y1 + (y2 - y1) // 6, (x1 + x2) // 2]
+        top = px[y1 + 1 : y1 + (y2 - y1) // 6, (x1 + x2) // 2]
         assert np.abs(top - scene.target.trait).sum(axis=1).min() < 30
-        outside = px[max(y1 - 3, 0): y1, x1:x2].reshape(-1, 3)  # just above the box: no trait colour
+        outside = px[max(y1 - 3, 0) : y1, x1:x2].reshape(-1, 3)  # just above the box: no trait colour
         assert outside.size == 0 or np.abs(outside - scene.target.trait).sum(axis=1).min() > 10
 
 

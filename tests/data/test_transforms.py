@@ -1,4 +1,5 @@
 """The default OpenCV augmentation gives albumentations' pixels for the same draws, and is seeded."""
+
 from __future__ import annotations
 
 import albumentations as A
@@ -21,8 +22,14 @@ def test_flip_rotate_matches_albumentations(flip):
     face = _face()
     ops = ([A.HorizontalFlip(p=1.0)] if flip else []) + [A.Rotate(limit=(12, 12), border_mode=0, fill=0, p=1.0)]
     ref = A.Compose(ops)(image=face)["image"]
-    out = cv2.warpAffine(face, flip_rotate_matrix(96, 96, 12.0, flip), (96, 96), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = cv2.warpAffine(
+        face,
+        flip_rotate_matrix(96, 96, 12.0, flip),
+        (96, 96),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     assert np.abs(ref.astype(int) - out.astype(int)).max() <= 1
 
 

@@ -1,4 +1,5 @@
 """Real configs composed by Hydra: a short fit + test, then `eval` on the saved checkpoint."""
+
 from __future__ import annotations
 
 import csv
@@ -13,9 +14,16 @@ from glamor_lightning.eval import evaluate
 from glamor_lightning.module import EmotionModule
 from glamor_lightning.train import train
 
-FAST = ["trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=csv", "data.cache_workers=0",
-        "data.batch_size=8", "trainer.log_every_n_steps=1", "callbacks.rich_progress_bar=null",
-        "callbacks.model_summary=null"]
+FAST = [
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "data.cache_workers=0",
+    "data.batch_size=8",
+    "trainer.log_every_n_steps=1",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +56,16 @@ def test_every_metric_a_sweep_may_optimise_is_logged(trained):
 
 def test_eval_reproduces_the_training_runs_test_accuracy_exactly(trained, synth_root, tmp_path):
     out, metrics = trained
-    cfg = compose_config("eval", tmp_path, [f"data.root={synth_root}", "trainer.accelerator=cpu",
-                                            f"ckpt_path={out / 'checkpoints' / 'epoch_000.ckpt'}",
-                                            "data.cache_workers=0"])
+    cfg = compose_config(
+        "eval",
+        tmp_path,
+        [
+            f"data.root={synth_root}",
+            "trainer.accelerator=cpu",
+            f"ckpt_path={out / 'checkpoints' / 'epoch_000.ckpt'}",
+            "data.cache_workers=0",
+        ],
+    )
     result = evaluate(cfg)
     assert result["test/acc"] == metrics["test/acc"]
     assert result["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-6)
@@ -81,9 +96,19 @@ def test_wandb_logs_offline_without_login(synth_root, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    cfg = compose_config("train", tmp_path, [f"data.root={synth_root}", "logger=wandb", *FAST[:2],
-                                             *FAST[3:], "+trainer.limit_train_batches=2",
-                                             "+trainer.limit_val_batches=1", "test=false"])
+    cfg = compose_config(
+        "train",
+        tmp_path,
+        [
+            f"data.root={synth_root}",
+            "logger=wandb",
+            *FAST[:2],
+            *FAST[3:],
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1",
+            "test=false",
+        ],
+    )
     train(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))

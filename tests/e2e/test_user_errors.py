@@ -14,9 +14,17 @@ from conftest import compose_config
 from glamor_lightning.train import train
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = ["trainer.max_epochs=1", "trainer.accelerator=cpu", "data.cache_workers=0", "data.batch_size=8",
-        "callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "+trainer.limit_train_batches=1",
-        "+trainer.limit_val_batches=1", "test=false"]
+FAST = [
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "data.cache_workers=0",
+    "data.batch_size=8",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+    "+trainer.limit_train_batches=1",
+    "+trainer.limit_val_batches=1",
+    "test=false",
+]
 
 
 class Payload:
@@ -31,31 +39,41 @@ class Payload:
 
 def run_entry_point(module: str, *overrides: str, out: Path) -> tuple[int, str, bool]:
     """Run `module.main()` in a fresh interpreter; (exit code, stderr, whether Lightning was imported)."""
-    code = (f"import sys\nsys.argv = ['{module}', *{list(overrides)!r}, 'hydra.run.dir={out}']\n"
-            f"from {module} import main\n"
-            "try:\n    main()\n    code = 0\nexcept SystemExit as e:\n    code = e.code\n"
-            "print('LIGHTNING_IMPORTED', 'lightning' in sys.modules)\nsys.exit(code)\n")
+    code = (
+        f"import sys\nsys.argv = ['{module}', *{list(overrides)!r}, 'hydra.run.dir={out}']\n"
+        f"from {module} import main\n"
+        "try:\n    main()\n    code = 0\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('LIGHTNING_IMPORTED', 'lightning' in sys.modules)\nsys.exit(code)\n"
+    )
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", GLAMOR_TRACEBACK="")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stderr, "LIGHTNING_IMPORTED True" in proc.stdout
 
 
 def test_a_missing_data_root_is_one_line_before_lightning_is_imported(tmp_path):
-    rc, err, imported = run_entry_point("glamor_lightning.train", f"data.root={tmp_path / 'nowhere'}",
-                                        out=tmp_path / "run")
+    rc, err, imported = run_entry_point(
+        "glamor_lightning.train", f"data.root={tmp_path / 'nowhere'}", out=tmp_path / "run"
+    )
     assert rc == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith(f"glamor train: error: Data root '{tmp_path / 'nowhere'}' "
-                                                   "does not exist. Make the embedded SynthCAER data")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"glamor train: error: Data root '{tmp_path / 'nowhere'}' does not exist. Make the embedded SynthCAER data"
+        )
+    )
     assert not imported
 
 
 def test_a_missing_checkpoint_is_one_line_before_lightning_is_imported(tmp_path):
-    rc, err, imported = run_entry_point("glamor_lightning.eval", f"ckpt_path={tmp_path / 'no.ckpt'}",
-                                        out=tmp_path / "run")
+    rc, err, imported = run_entry_point(
+        "glamor_lightning.eval", f"ckpt_path={tmp_path / 'no.ckpt'}", out=tmp_path / "run"
+    )
     assert rc == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == f"glamor eval: error: Checkpoint {tmp_path / 'no.ckpt'} does not exist " \
-                                           "(ckpt_path)"
+    assert (
+        err.strip().splitlines()[-1] == f"glamor eval: error: Checkpoint {tmp_path / 'no.ckpt'} does not exist "
+        "(ckpt_path)"
+    )
     assert not imported
 
 
@@ -63,8 +81,9 @@ def test_resuming_from_a_malicious_checkpoint_is_refused_and_runs_nothing(synth_
     marker = tmp_path / "pwned"
     evil = tmp_path / "last.ckpt"
     torch.save({"state_dict": {}, "loops": Payload(marker)}, evil)
-    rc, err, _ = run_entry_point("glamor_lightning.train", f"data.root={synth_root}", f"ckpt_path={evil}",
-                                 out=tmp_path / "run")
+    rc, err, _ = run_entry_point(
+        "glamor_lightning.train", f"data.root={synth_root}", f"ckpt_path={evil}", out=tmp_path / "run"
+    )
     assert rc == 2 and "Traceback" not in err
     assert f"glamor train: error: Refused to load {evil}: it holds a Python object" in err
     assert not marker.exists()

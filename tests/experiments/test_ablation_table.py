@@ -1,4 +1,5 @@
 """The ablation runner's table writer on crafted Hydra run folders, and its multirun command."""
+
 from __future__ import annotations
 
 import csv
@@ -12,24 +13,50 @@ import yaml
 from glamor_lightning.analysis import ablation as ab
 from glamor_lightning.analysis import ablation_runs
 
-TABLE4 = ["table4_face", "table4_context_none", "table4_context_standard", "table4_context_gla",
-          "table4_context_visible_none", "table4_context_visible_standard", "table4_context_visible_gla",
-          "table4_both_none", "table4_both_standard", "table4_both_gla"]
+TABLE4 = [
+    "table4_face",
+    "table4_context_none",
+    "table4_context_standard",
+    "table4_context_gla",
+    "table4_context_visible_none",
+    "table4_context_visible_standard",
+    "table4_context_visible_gla",
+    "table4_both_none",
+    "table4_both_standard",
+    "table4_both_gla",
+]
 
 
-def make_run(folder: Path, experiment: str, seed: int, test_acc: float | None, val_best=(0.3, 0.5),
-             inputs="both", attention="gla", fusion="fusion_net", backbone="original", w_face=None,
-             overrides=()) -> Path:
+def make_run(
+    folder: Path,
+    experiment: str,
+    seed: int,
+    test_acc: float | None,
+    val_best=(0.3, 0.5),
+    inputs="both",
+    attention="gla",
+    fusion="fusion_net",
+    backbone="original",
+    w_face=None,
+    overrides=(),
+) -> Path:
     """A Hydra run folder as `python -m glamor_lightning.train -m ... logger=csv` leaves it."""
     (folder / ".hydra").mkdir(parents=True)
     model = {"backbone": backbone, "attention": attention, "fusion": fusion, "inputs": inputs, "lr": 0.01}
-    cfg = {"seed": seed, "task_name": "table4", "model": model,
-           "data": {"root": "${paths.data_dir}/synthcaer", "batch_size": 32},
-           "trainer": {"max_epochs": len(val_best), "precision": "bf16-mixed"}}
+    cfg = {
+        "seed": seed,
+        "task_name": "table4",
+        "model": model,
+        "data": {"root": "${paths.data_dir}/synthcaer", "batch_size": 32},
+        "trainer": {"max_epochs": len(val_best), "precision": "bf16-mixed"},
+    }
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
-        {"hydra": {"runtime": {"choices": {"experiment": experiment, "model": "glamor"}}}}))
-    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"experiment={experiment}", f"seed={seed}", *overrides]))
+    (folder / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"runtime": {"choices": {"experiment": experiment, "model": "glamor"}}}})
+    )
+    (folder / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump([f"experiment={experiment}", f"seed={seed}", *overrides])
+    )
     (folder / "csv").mkdir()
     resolved = dict(cfg, data={"root": "/data/synthcaer", "batch_size": 32})
     (folder / "csv" / "hparams.yaml").write_text(yaml.safe_dump({"config": resolved}))
@@ -47,9 +74,11 @@ def make_run(folder: Path, experiment: str, seed: int, test_acc: float | None, v
 def sweep(tmp_path) -> Path:
     """Three settings x 3 seeds (one failed run), Hydra's numbered job folders."""
     root = tmp_path / "multirun"
-    specs = [("table4_face", dict(inputs="face", attention="none", fusion="none"), [0.50, 0.52, 0.54]),
-             ("table4_both_gla", {}, [0.80, 0.90, 0.85]),
-             ("table4_context_gla", dict(inputs="context", fusion="none"), [0.40, 0.45, None])]
+    specs = [
+        ("table4_face", dict(inputs="face", attention="none", fusion="none"), [0.50, 0.52, 0.54]),
+        ("table4_both_gla", {}, [0.80, 0.90, 0.85]),
+        ("table4_context_gla", dict(inputs="context", fusion="none"), [0.40, 0.45, None]),
+    ]
     job = 0
     for name, factors, accs in specs:
         for seed, acc in enumerate(accs):
@@ -96,8 +125,15 @@ def test_one_seed_gives_no_std(tmp_path):
 def test_a_model_factor_override_is_a_setting_of_its_own(tmp_path):
     """`experiment=table4_both_none model.fusion=add` must not be pooled with table4_both_none's runs."""
     make_run(tmp_path / "0", "table4_both_none", 0, 0.70, attention="none")
-    make_run(tmp_path / "1", "table4_both_none", 0, 0.80, attention="none", fusion="add",
-             overrides=["model.fusion=add", "trainer.max_epochs=30"])
+    make_run(
+        tmp_path / "1",
+        "table4_both_none",
+        0,
+        0.80,
+        attention="none",
+        fusion="add",
+        overrides=["model.fusion=add", "trainer.max_epochs=30"],
+    )
     runs = ab.find_runs([tmp_path])
     assert sorted(r.experiment for r in runs) == ["table4_both_none", "table4_both_none model.fusion=add"]
     rows = ab.markdown_table(runs, params=False).splitlines()[2:]
@@ -111,8 +147,10 @@ def test_face_weight_column_is_the_last_validation_mean_over_seeds(tmp_path):
     make_run(tmp_path / "1", "table4_both_gla", 1, 0.7, w_face=0.6)
     make_run(tmp_path / "2", "table4_face", 0, 0.6, inputs="face", attention="none", fusion="none")
     runs = ab.find_runs([tmp_path])
-    assert sorted((r.experiment, r.w_face) for r in runs)[:2] == [("table4_both_gla", pytest.approx(0.6 - 0.1 / 2)),
-                                                                   ("table4_both_gla", pytest.approx(0.9 - 0.1 / 2))]
+    assert sorted((r.experiment, r.w_face) for r in runs)[:2] == [
+        ("table4_both_gla", pytest.approx(0.6 - 0.1 / 2)),
+        ("table4_both_gla", pytest.approx(0.9 - 0.1 / 2)),
+    ]
     lines = ab.markdown_table(runs, params=False).splitlines()
     assert lines[0] == "| Input | Attention | Fusion | Test acc (%) | Val acc best (%) | Face weight | Seeds | Config |"
     assert "| 0.70 | 2 | `table4_both_gla` |" in lines[3] and "| - | 1 | `table4_face` |" in lines[2]
@@ -120,13 +158,19 @@ def test_face_weight_column_is_the_last_validation_mean_over_seeds(tmp_path):
 
 def test_write_results_makes_page_and_per_run_csv(sweep, tmp_path, capsys):
     out = tmp_path / "results" / "table4.md"
-    assert ab.main(["collect", str(sweep), "--table", "4", "--out", str(out), "--command", "make ablation TABLE=4"]) == 0
+    assert (
+        ab.main(["collect", str(sweep), "--table", "4", "--out", str(out), "--command", "make ablation TABLE=4"]) == 0
+    )
     page = out.read_text()
     assert page.startswith("## Table 4: input setting x context attention")
     assert "make ablation TABLE=4" in page and "`trainer.max_epochs=2`" in page and "seeds 0, 1, 2" in page
     assert page in capsys.readouterr().out
     rows = list(csv.DictReader((tmp_path / "results" / "table4_runs.csv").open()))
-    assert len(rows) == 9 and {r["experiment"] for r in rows} == {"table4_face", "table4_both_gla", "table4_context_gla"}
+    assert len(rows) == 9 and {r["experiment"] for r in rows} == {
+        "table4_face",
+        "table4_both_gla",
+        "table4_context_gla",
+    }
 
 
 def test_results_name_runs_relative_to_the_working_directory(sweep, tmp_path, monkeypatch):
@@ -173,10 +217,28 @@ def test_run_dry_run_prints_the_command(capsys):
 def test_run_table_end_to_end(synth_root, tmp_path):
     """A real two-run multirun (two processes), then the table."""
     out = tmp_path / "t.md"
-    status = ab.main(["run", "--table", "6", "--seeds", "0", "--data", str(synth_root), "--sweep-dir",
-                      str(tmp_path / "sw"), "--out", str(out), "--", "experiment=table6_add,table6_max",
-                      "trainer.max_epochs=1", "data.cache_workers=0", "data.batch_size=16",
-                      "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"])
+    status = ab.main(
+        [
+            "run",
+            "--table",
+            "6",
+            "--seeds",
+            "0",
+            "--data",
+            str(synth_root),
+            "--sweep-dir",
+            str(tmp_path / "sw"),
+            "--out",
+            str(out),
+            "--",
+            "experiment=table6_add,table6_max",
+            "trainer.max_epochs=1",
+            "data.cache_workers=0",
+            "data.batch_size=16",
+            "callbacks.rich_progress_bar=null",
+            "callbacks.model_summary=null",
+        ]
+    )
     assert status == 0
     runs = ab.find_runs([tmp_path / "sw"])
     assert sorted(r.experiment for r in runs) == ["table6_add", "table6_max"]
@@ -196,11 +258,17 @@ def test_eval_runs_are_not_collected(sweep):
     assert len(ab.find_runs([sweep])) == 9
 
 
-@pytest.mark.parametrize("callbacks, shown", [
-    ({"stages": {"enabled": True, "stages": [{"name": "a", "start": 0}, {"name": "b", "start": 0.5}]}}, "a@0 -> b@0.5"),
-    ({"stages": {"enabled": False, "stages": [{"name": "a", "start": 0}]}}, "off (end to end)"),
-    ({"stages": None}, "off (end to end)"),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "callbacks, shown",
+    [
+        (
+            {"stages": {"enabled": True, "stages": [{"name": "a", "start": 0}, {"name": "b", "start": 0.5}]}},
+            "a@0 -> b@0.5",
+        ),
+        ({"stages": {"enabled": False, "stages": [{"name": "a", "start": 0}]}}, "off (end to end)"),
+        ({"stages": None}, "off (end to end)"),
+        ({}, None),
+    ],
+)
 def test_protocol_says_whether_training_was_staged(callbacks, shown):
     assert ablation_runs._recipe_value({"callbacks": callbacks}, "callbacks.stages") == shown

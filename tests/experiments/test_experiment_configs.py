@@ -1,4 +1,5 @@
 """Every `conf/experiment/*.yaml` composes and trains for one batch (fast_dev_run) on CPU."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,15 @@ from glamor_lightning.train import train
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 #: timm backbones take several seconds each to build twice and run on this CPU: `make test-full`
 SLOW = {"table7_mobilenetv2", "table7_resnet18"}
-FAST_DEV = ["trainer.fast_dev_run=true", "trainer.accelerator=cpu", "logger=csv", "data.num_workers=0",
-            "data.cache_workers=0", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+FAST_DEV = [
+    "trainer.fast_dev_run=true",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "data.num_workers=0",
+    "data.cache_workers=0",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+]
 
 
 def test_every_paper_table_has_experiments():
@@ -27,8 +35,7 @@ def test_every_paper_table_has_experiments():
         assert text.startswith("# @package _global_"), name
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
-                                  for n in EXPERIMENTS])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in EXPERIMENTS])
 def test_experiment_runs_fast_dev_run(name, synth_root, tmp_path):
     cfg = compose_config("train", tmp_path, [f"experiment={name}", f"data.root={synth_root}", *FAST_DEV])
     assert cfg.hydra.runtime.choices.experiment == name

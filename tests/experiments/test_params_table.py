@@ -1,4 +1,5 @@
 """`glamor params`: parameter counts per backbone x attention x fusion."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Every `sweeps/*.yaml` is checked offline; the checker fails on broken files (fixtures below)."""
+
 from __future__ import annotations
 
 import copy
@@ -69,28 +70,42 @@ def _broken(**changes):
 
 BROKEN = {
     "unknown method": (_broken(method="gridsearch"), "method must be one of"),
-    "metric the module never logs": (_broken(metric={"name": "val/accuracy", "goal": "maximize"}),
-                                     "metric 'val/accuracy' is not one a sweep may optimise; use one of "
-                                     "val/acc_best, val/acc, val/loss"),
+    "metric the module never logs": (
+        _broken(metric={"name": "val/accuracy", "goal": "maximize"}),
+        "metric 'val/accuracy' is not one a sweep may optimise; use one of val/acc_best, val/acc, val/loss",
+    ),
     # logged with on_step and on_epoch: loggers get train/loss_step and train/loss_epoch, never train/loss
-    "metric logged under another name": (_broken(metric={"name": "train/loss", "goal": "minimize"}),
-                                         "'train/loss' is not one a sweep may optimise"),
+    "metric logged under another name": (
+        _broken(metric={"name": "train/loss", "goal": "minimize"}),
+        "'train/loss' is not one a sweep may optimise",
+    ),
     "bad goal": (_broken(metric={"name": "val/acc_best", "goal": "max"}), "goal must be one of"),
     "no metric": (_broken(metric=None), "metric must be a mapping"),
-    "script instead of module": (_broken(command=["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]),
-                                 "as a module"),
-    "argparse-style args": (_broken(command=["${env}", "${interpreter}", "-m", "glamor_lightning.train", "${args}"]),
-                            "${args_no_hyphens}"),
-    "unknown macro": (_broken(command=["${env}", "${python}", "-m", "glamor_lightning.train", "${args_no_hyphens}"]),
-                      "unknown W&B macros"),
-    "unknown experiment": (_broken(parameters={"experiment": {"values": ["table4_face", "table4_face_gla"]}}),
-                           "experiment=table4_face_gla: does not compose"),
+    "script instead of module": (
+        _broken(command=["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]),
+        "as a module",
+    ),
+    "argparse-style args": (
+        _broken(command=["${env}", "${interpreter}", "-m", "glamor_lightning.train", "${args}"]),
+        "${args_no_hyphens}",
+    ),
+    "unknown macro": (
+        _broken(command=["${env}", "${python}", "-m", "glamor_lightning.train", "${args_no_hyphens}"]),
+        "unknown W&B macros",
+    ),
+    "unknown experiment": (
+        _broken(parameters={"experiment": {"values": ["table4_face", "table4_face_gla"]}}),
+        "experiment=table4_face_gla: does not compose",
+    ),
     "unknown key": (_broken(parameters={"model.attentoin": {"values": ["gla"]}}), "does not compose"),
     "grid point that does not instantiate": (
         _broken(parameters={"experiment": {"value": "table4_face"}, "model.attention": {"values": ["none", "gla"]}}),
-        "experiment=table4_face model.attention=gla: model does not instantiate: ValueError"),
-    "unknown backbone": (_broken(parameters={"model.backbone": {"values": ["no_such_net"]}}),
-                         "Unknown backbone 'no_such_net'"),
+        "experiment=table4_face model.attention=gla: model does not instantiate: ValueError",
+    ),
+    "unknown backbone": (
+        _broken(parameters={"model.backbone": {"values": ["no_such_net"]}}),
+        "Unknown backbone 'no_such_net'",
+    ),
     "range in a grid": (_broken(parameters={"model.lr": {"min": 0.001, "max": 0.1}}), "needs 'value' or 'values'"),
     "empty values": (_broken(parameters={"seed": {"values": []}}), "non-empty list"),
 }
@@ -143,13 +158,18 @@ def test_create_registers_the_sweep_and_prints_the_agent_command(tmp_path, monke
 
     def fake_run(cmd, **kwargs):
         calls.append((cmd, kwargs))
-        return subprocess.CompletedProcess(cmd, 0, "", "wandb: Creating sweep with ID: abc123\n"
-                                           "wandb: Run sweep agent with: \x1b[1mwandb agent me/glamor/abc123\x1b[0m\n")
+        return subprocess.CompletedProcess(
+            cmd,
+            0,
+            "",
+            "wandb: Creating sweep with ID: abc123\n"
+            "wandb: Run sweep agent with: \x1b[1mwandb agent me/glamor/abc123\x1b[0m\n",
+        )
 
     monkeypatch.setattr(sw.subprocess, "run", fake_run)
     path = write(tmp_path, _broken(parameters={"experiment": {"value": "table4_face"}}))
     assert sw.create(str(path), project="glamor") == 0
-    (cmd, kwargs), = calls
+    ((cmd, kwargs),) = calls
     assert cmd[1:] == ["sweep", "--project", "glamor", str(path)] and kwargs["timeout"] == sw.CREATE_TIMEOUT_S
     assert "  wandb agent me/glamor/abc123\n" in capsys.readouterr().out
 

@@ -172,13 +172,16 @@ def test_state_dict_round_trip_from_config() -> None:
     clone.load_state_dict(model.state_dict())  # strict: same parts, same names
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(aux_heads=True),
-    dict(),
-    dict(inputs="face", attention="none", fusion="none"),
-    dict(inputs="context", attention="standard", fusion="none"),
-    dict(inputs="context_visible", fusion="none"),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(aux_heads=True),
+        dict(),
+        dict(inputs="face", attention="none", fusion="none"),
+        dict(inputs="context", attention="standard", fusion="none"),
+        dict(inputs="context_visible", fusion="none"),
+    ],
+)
 def test_parts_are_the_top_level_children(kwargs: dict) -> None:
     """`GlamorNet.PARTS` names its top-level modules (what staged training freezes and what the optimiser
     groups are named after), in order; every setting has a subset of them and nothing else."""

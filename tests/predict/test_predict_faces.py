@@ -1,4 +1,5 @@
 """In-the-wild prediction: MTCNN finds every face, each gets its own masked context, outputs written."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,8 @@ def iou(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def predictor(ckpt):
-    return Predictor.from_checkpoint(ckpt, device="cpu", threshold=0.9)
+def predictor(tiny_ckpt):
+    return Predictor.from_checkpoint(tiny_ckpt, device="cpu", threshold=0.9)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_several_faces_in_one_image_one_batch(predictor, astronaut, monkeypatch)
     assert not torch.equal(contexts[0], contexts[1]) and not torch.equal(contexts[1], contexts[2])
 
 
-def test_predict_command_writes_json_and_annotated_png(ckpt, predictor, astronaut, tmp_path, capsys):
+def test_predict_command_writes_json_and_annotated_png(tiny_ckpt, predictor, astronaut, tmp_path, capsys):
     inputs = tmp_path / "in"
     inputs.mkdir()
     cv2.imwrite(str(inputs / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
@@ -88,8 +89,7 @@ def test_predict_command_writes_json_and_annotated_png(ckpt, predictor, astronau
     cv2.imwrite(str(inputs / "blank.png"), np.full((120, 160, 3), 200, np.uint8))  # no face
     (inputs / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     out = tmp_path / "out"
-    code = main(["predict", "--ckpt", str(ckpt), str(inputs), "--out", str(out), "--device", "cpu",
-                 "--attention"])
+    code = main(["predict", "--ckpt", str(tiny_ckpt), str(inputs), "--out", str(out), "--device", "cpu", "--attention"])
     captured = capsys.readouterr()
     assert code == 1  # one file could not be read; the others were predicted
     assert "broken.jpg" in captured.err and "3 image(s) predicted, 1 unreadable" in captured.out
@@ -134,8 +134,10 @@ def test_annotate_draws_boxes_without_touching_the_input():
 def test_annotate_numbers_the_faces_in_the_order_given():
     """Face k of the list is labelled `#k label probability`: the label band is as wide as that text."""
     probs = {c: 1 / 7 for c in CLASSES}
-    preds = [FacePrediction((20, 40, 60, 90), 0.99, "Happy", 0.93, probs),
-             FacePrediction((120, 40, 160, 90), 0.95, "Sad", 0.51, probs)]
+    preds = [
+        FacePrediction((20, 40, 60, 90), 0.99, "Happy", 0.93, probs),
+        FacePrediction((120, 40, 160, 90), 0.95, "Sad", 0.51, probs),
+    ]
     assert [face_label(k, p) for k, p in enumerate(preds, start=1)] == ["#1 Happy 0.93", "#2 Sad 0.51"]
     out = annotate(np.zeros((100, 300, 3), np.uint8), preds)
     for k, p in enumerate(preds, start=1):
@@ -167,8 +169,11 @@ def test_the_predictor_takes_its_geometry_and_classes_from_the_data_contract(syn
     from glamor_lightning.module import EmotionModule
 
     module = EmotionModule()
-    module.bind_data(EmotionDataModule(str(synth_root), face_size=64, context_size=(80, 107), crop_size=64,
-                                       mask_face=False, cache_workers=0))
+    module.bind_data(
+        EmotionDataModule(
+            str(synth_root), face_size=64, context_size=(80, 107), crop_size=64, mask_face=False, cache_workers=0
+        )
+    )
     predictor = Predictor(module, device="cpu")
     box = ASTRONAUT_FACE
     faces, contexts = predictor.model_inputs(astronaut, [box])

@@ -1,5 +1,6 @@
 """What `glamor predict` (and its neighbours) do with awkward inputs: images too small to hold a face,
 and arguments out of range — one clear line each, never a traceback."""
+
 from __future__ import annotations
 
 import json
@@ -38,12 +39,12 @@ def test_images_smaller_than_min_face_size_have_no_face_and_the_others_are_detec
     assert FaceDetector(min_face_size=47).detect([edge]) == [[]]
 
 
-def test_predict_writes_no_face_for_a_too_small_image_and_goes_on(ckpt, tmp_path, capsys):
+def test_predict_writes_no_face_for_a_too_small_image_and_goes_on(tiny_ckpt, tmp_path, capsys):
     photos = tmp_path / "photos"
     write_image(photos / "astronaut.png", astronaut())
     write_image(photos / "tiny.png", astronaut()[60:75, 180:240])  # 15 x 60: below --min-face-size 20
     out = tmp_path / "out"
-    assert main(["predict", "--ckpt", str(ckpt), str(photos), "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["predict", "--ckpt", str(tiny_ckpt), str(photos), "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     tiny = json.loads((out / "tiny.json").read_text())
     assert tiny["faces"] == [] and tiny["width"] == 60 and tiny["height"] == 15
@@ -52,17 +53,20 @@ def test_predict_writes_no_face_for_a_too_small_image_and_goes_on(ckpt, tmp_path
     assert len(json.loads((out / "astronaut.json").read_text())["faces"]) == 1
 
 
-@pytest.mark.parametrize("argv, argument, problem", [
-    (["predict", "p.jpg", "--threshold", "0"], "--threshold", "in (0, 1]"),
-    (["predict", "p.jpg", "--threshold", "1.5"], "--threshold", "in (0, 1]"),
-    (["predict", "p.jpg", "--threshold", "-0.2"], "--threshold", "in (0, 1]"),
-    (["predict", "p.jpg", "--threshold", "nan"], "--threshold", "in (0, 1]"),
-    (["predict", "p.jpg", "--threshold", "high"], "--threshold", "in (0, 1]"),
-    (["predict", "p.jpg", "--min-face-size", "0"], "--min-face-size", "at least 1"),
-    (["predict", "p.jpg", "--min-face-size", "-5"], "--min-face-size", "at least 1"),
-    (["attention", "--n", "0"], "--n", "at least 1"),
-    (["attention", "--n", "-3"], "--n", "at least 1"),
-])
+@pytest.mark.parametrize(
+    "argv, argument, problem",
+    [
+        (["predict", "p.jpg", "--threshold", "0"], "--threshold", "in (0, 1]"),
+        (["predict", "p.jpg", "--threshold", "1.5"], "--threshold", "in (0, 1]"),
+        (["predict", "p.jpg", "--threshold", "-0.2"], "--threshold", "in (0, 1]"),
+        (["predict", "p.jpg", "--threshold", "nan"], "--threshold", "in (0, 1]"),
+        (["predict", "p.jpg", "--threshold", "high"], "--threshold", "in (0, 1]"),
+        (["predict", "p.jpg", "--min-face-size", "0"], "--min-face-size", "at least 1"),
+        (["predict", "p.jpg", "--min-face-size", "-5"], "--min-face-size", "at least 1"),
+        (["attention", "--n", "0"], "--n", "at least 1"),
+        (["attention", "--n", "-3"], "--n", "at least 1"),
+    ],
+)
 def test_out_of_range_arguments_are_one_line_errors(argv, argument, problem, tmp_path, capsys):
     argv = [argv[0], "--ckpt", str(tmp_path / "m.ckpt"), "--out", str(tmp_path / "out"), *argv[1:]]
     with pytest.raises(SystemExit) as exit_:
@@ -80,8 +84,9 @@ def test_out_naming_the_wrong_kind_of_path_is_a_one_line_error(command, out_kind
         out.write_text("already here")
     else:
         out.mkdir()
-    argv = [command, "--ckpt", str(tmp_path / "m.ckpt"), "--out", str(out)] + (["p.jpg"] if command == "predict"
-                                                                             else [])
+    argv = [command, "--ckpt", str(tmp_path / "m.ckpt"), "--out", str(out)] + (
+        ["p.jpg"] if command == "predict" else []
+    )
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2

@@ -1,6 +1,7 @@
 """One fact per default: the model config (`conf/model/glamor.yaml`, composed as `train` composes it) holds
 every hyper-parameter of `EmotionModule` with the signature's default, so code that builds the module
 directly (tests, notebooks, `load_module`) and a training run agree."""
+
 from __future__ import annotations
 
 import inspect
@@ -19,6 +20,9 @@ def test_model_config_defaults_are_the_module_defaults(tmp_path):
     assert model.pop("_target_") == "glamor_lightning.module.EmotionModule"
     signature = {name: p.default for name, p in inspect.signature(EmotionModule).parameters.items()}
     assert set(model) == set(signature) - set(NOT_IN_CONFIG)
-    drift = {k: (v, signature[k]) for k, v in model.items()
-             if v != (list(signature[k]) if isinstance(signature[k], tuple) else signature[k])}
+    drift = {
+        k: (v, signature[k])
+        for k, v in model.items()
+        if v != (list(signature[k]) if isinstance(signature[k], tuple) else signature[k])
+    }
     assert not drift, f"config value vs EmotionModule default: {drift}"

@@ -1,5 +1,6 @@
 """2-process CPU DDP (gloo): fit with a stage switch, test, and the single-process test of the same
 checkpoint gives exactly the same accuracy, counting every test sample once."""
+
 from __future__ import annotations
 
 import re
@@ -16,12 +17,24 @@ N_TEST = 7 * SMALL_SYNTH.per_class_test
 @pytest.fixture(scope="module")
 def ddp_run(synth_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    proc = run_module("glamor_lightning.train", [
-        f"data.root={synth_root}", *FAST, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-        "trainer.max_epochs=2", "+trainer.limit_train_batches=2",
-        # branches in epoch 0, fusion (encoders frozen) in epoch 1: freezing must not upset DDP
-        "callbacks=staged", "callbacks.stages.stages.1.start=1", "callbacks.stages.stages.2.start=2"],
-        out, threads=1)
+    proc = run_module(
+        "glamor_lightning.train",
+        [
+            f"data.root={synth_root}",
+            *FAST,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_epochs=2",
+            "+trainer.limit_train_batches=2",
+            # branches in epoch 0, fusion (encoders frozen) in epoch 1: freezing must not upset DDP
+            "callbacks=staged",
+            "callbacks.stages.stages.1.start=1",
+            "callbacks.stages.stages.2.start=2",
+        ],
+        out,
+        threads=1,
+    )
     best = re.search(r"Best checkpoint: (\S+)", proc.stdout).group(1)
     rows = read_metrics(out)
     test = next(r for r in rows if "test/acc" in r)
@@ -30,9 +43,20 @@ def ddp_run(synth_root, tmp_path_factory):
 
 def test_ddp_test_accuracy_equals_single_process_exactly(ddp_run, synth_root, tmp_path):
     out, best, test, _ = ddp_run
-    single = evaluate(compose_config("eval", tmp_path, [
-        f"data.root={synth_root}", "trainer.accelerator=cpu", "trainer.precision=32-true",
-        f"ckpt_path={best}", "data.cache_workers=0", "logger=csv"]))
+    single = evaluate(
+        compose_config(
+            "eval",
+            tmp_path,
+            [
+                f"data.root={synth_root}",
+                "trainer.accelerator=cpu",
+                "trainer.precision=32-true",
+                f"ckpt_path={best}",
+                "data.cache_workers=0",
+                "logger=csv",
+            ],
+        )
+    )
     assert test["test/n"] == single["test/n"] == N_TEST  # every test sample once, none padded in
     assert test["test/acc"] == single["test/acc"]
     for name in ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"):

@@ -1,5 +1,6 @@
 """EmotionModule on a real Trainer: the learning-rate schedule spans the epochs the run really trains
 (max_epochs, max_steps or both), and the per-class test accuracies say nothing about absent classes."""
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,16 @@ class EpochLR(Callback):
 
 
 def _trainer(**kw) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, use_distributed_sampler=False, precision="32-true", **kw)
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        precision="32-true",
+        **kw,
+    )
 
 
 def _cosine(epochs: int) -> list[float]:
@@ -37,13 +46,16 @@ def _cosine(epochs: int) -> list[float]:
 
 
 # 56 training images in batches of 4, 2 batches per epoch (limit_train_batches)
-@pytest.mark.parametrize(("limits", "epochs"), [
-    ({"max_epochs": None, "max_steps": 8}, 4),                               # steps only: 8 / 2 per epoch
-    ({"max_epochs": None, "max_steps": 7}, 4),                               # the last epoch is partial
-    ({"max_epochs": 3, "max_steps": 100}, 3),                                # max_epochs ends it first
-    ({"max_epochs": 10, "max_steps": 4}, 2),                                 # max_steps ends it first
-    ({"max_epochs": None, "max_steps": 4, "accumulate_grad_batches": 2}, 4),  # 1 optimiser step per epoch
-])
+@pytest.mark.parametrize(
+    ("limits", "epochs"),
+    [
+        ({"max_epochs": None, "max_steps": 8}, 4),  # steps only: 8 / 2 per epoch
+        ({"max_epochs": None, "max_steps": 7}, 4),  # the last epoch is partial
+        ({"max_epochs": 3, "max_steps": 100}, 3),  # max_epochs ends it first
+        ({"max_epochs": 10, "max_steps": 4}, 2),  # max_steps ends it first
+        ({"max_epochs": None, "max_steps": 4, "accumulate_grad_batches": 2}, 4),  # 1 optimiser step per epoch
+    ],
+)
 def test_cosine_schedule_spans_the_epochs_the_run_trains(synth_root, limits, epochs):
     probe = EpochLR()
     trainer = _trainer(limit_train_batches=2, limit_val_batches=0, callbacks=[probe], **limits)
@@ -74,8 +86,10 @@ def test_absent_class_has_no_test_accuracy(synth_root, tmp_path):
     metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
     assert f"test/acc_{absent}" not in metrics  # not 0.0: the class has no test sample
     assert metrics["test/n"] == 6 * 4
-    per_class = {line.split(",")[0]: line.split(",") for line in
-                 (tmp_path / "per_class_accuracy.csv").read_text().splitlines()[1:]}
+    per_class = {
+        line.split(",")[0]: line.split(",")
+        for line in (tmp_path / "per_class_accuracy.csv").read_text().splitlines()[1:]
+    }
     assert per_class[absent][1:] == ["0", "0", "nan"]
     for name in CLASSES:
         if name != absent:

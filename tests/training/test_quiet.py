@@ -1,22 +1,27 @@
 """A training run's output has no third-party notes a user cannot act on (`glamor_lightning.quiet`), and
 the other warnings still show."""
+
 from __future__ import annotations
 
 import logging
 import warnings
 
-import pytest
-
 from conftest import compose_config
 from glamor_lightning.train import train
 from training_helpers import FAST
 
-SILENCED = ("Precision bf16-mixed is not supported by the model summary",
-            "`isinstance(treespec, LeafSpec)` is deprecated")
+SILENCED = (
+    "Precision bf16-mixed is not supported by the model summary",
+    "`isinstance(treespec, LeafSpec)` is deprecated",
+)
 #: FAST, with the model summary on and bf16-mixed, as a default run has them
 RUN = [o for o in FAST if not o.startswith(("callbacks.model_summary", "trainer.precision"))] + [
-    "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
-    "+trainer.limit_val_batches=1", "test=false"]
+    "trainer.precision=bf16-mixed",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=1",
+    "+trainer.limit_val_batches=1",
+    "test=false",
+]
 
 
 class Lines(logging.Handler):

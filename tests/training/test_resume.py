@@ -1,6 +1,7 @@
 """Exact resume: a run SIGKILLed mid-epoch and resumed from `last.ckpt` ends with the weights, optimiser
 state and metrics of the run that was never stopped (CPU, deterministic; data order, augmentation,
 dropout and the stage in force included)."""
+
 from __future__ import annotations
 
 import signal
@@ -15,9 +16,15 @@ from training_helpers import FAST, ONE_EPOCH_STAGES, epoch_rows, finish, read_me
 STEPS_PER_EPOCH = 4  # of the 7 batches of 8 in an epoch's order
 #: branches in epoch 0, fusion (encoders frozen, BatchNorm in eval mode) in epoch 1, where the kill lands;
 #: last.ckpt every 3 steps: steps 3 (mid-epoch 0), 4 (end of epoch 0), 6 (epoch 1, after 2 of 4 batches)
-COMMON = [*FAST, *ONE_EPOCH_STAGES, "trainer.max_epochs=2", "trainer.deterministic=true",
-          f"+trainer.limit_train_batches={STEPS_PER_EPOCH}", "callbacks.last_checkpoint.every_n_train_steps=3",
-          "data.augment=true"]
+COMMON = [
+    *FAST,
+    *ONE_EPOCH_STAGES,
+    "trainer.max_epochs=2",
+    "trainer.deterministic=true",
+    f"+trainer.limit_train_batches={STEPS_PER_EPOCH}",
+    "callbacks.last_checkpoint.every_n_train_steps=3",
+    "data.augment=true",
+]
 KILL_AT = 7  # before the 8th step: step 7 is lost with the process
 
 
@@ -26,8 +33,11 @@ def runs(synth_root, tmp_path_factory):
     common = [f"data.root={synth_root}", *COMMON]
     a_dir, b_dir = tmp_path_factory.mktemp("uninterrupted"), tmp_path_factory.mktemp("killed")
     # the run to be killed goes in a subprocess, alongside the uninterrupted one in this process
-    killed = start_module("glamor_lightning.train", [*common, "+callbacks.killer._target_=training_helpers.KillAt",
-                                                     f"+callbacks.killer.step={KILL_AT}"], b_dir)
+    killed = start_module(
+        "glamor_lightning.train",
+        [*common, "+callbacks.killer._target_=training_helpers.KillAt", f"+callbacks.killer.step={KILL_AT}"],
+        b_dir,
+    )
     a = train(compose_config("train", a_dir, common))
     proc = finish(killed, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
@@ -58,15 +68,17 @@ def test_resumed_run_ends_with_the_same_weights_and_optimizer_state(runs):
     assert not different, different
     for pa, pb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
         assert torch.equal(pa["momentum_buffer"], pb["momentum_buffer"])
-    assert [g["lr"] for g in a["optimizer_states"][0]["param_groups"]] == \
-        [g["lr"] for g in b["optimizer_states"][0]["param_groups"]]
+    assert [g["lr"] for g in a["optimizer_states"][0]["param_groups"]] == [
+        g["lr"] for g in b["optimizer_states"][0]["param_groups"]
+    ]
 
 
 def test_resumed_run_logs_the_same_metrics(runs):
     a, b, a_dir, b_dir, _ = runs
     assert a.keys() == b.keys()
-    assert {k: v for k, v in a.items() if not k.endswith("_step")} == \
-        {k: v for k, v in b.items() if not k.endswith("_step")}
+    assert {k: v for k, v in a.items() if not k.endswith("_step")} == {
+        k: v for k, v in b.items() if not k.endswith("_step")
+    }
     # the interrupted epoch's epoch-level metrics (train/* averaged over the whole epoch, val/*, stage)
     ea, eb = epoch_rows(read_metrics(a_dir)), epoch_rows(read_metrics(b_dir))
     assert ea[1] == eb[1]

@@ -1,4 +1,5 @@
 """Precision (bf16-mixed on CPU, 16-mixed on GPU), channels-last and torch.compile switches, end to end."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,12 @@ from glamor_lightning.checkpoints import load_module
 from glamor_lightning.module import EmotionModule
 from training_helpers import FAST, fit
 
-SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-         "callbacks.stages=null"]
+SHORT = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "callbacks.stages=null",
+]
 
 
 class Inspect(Callback):
@@ -28,7 +33,8 @@ class Inspect(Callback):
         net.classifier.register_forward_hook(lambda m, i, o: self.dtypes.add(o.dtype))
         conv = next(m for m in net.face_encoder.modules() if isinstance(m, nn.Conv2d))
         conv.register_forward_pre_hook(
-            lambda m, i: self.channels_last.add(i[0].is_contiguous(memory_format=torch.channels_last)))
+            lambda m, i: self.channels_last.add(i[0].is_contiguous(memory_format=torch.channels_last))
+        )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(float(outputs["loss"]))
@@ -98,6 +104,7 @@ def test_compile_switch_inductor(synth_root, tmp_path):
 
 @pytest.mark.gpu
 def test_16_mixed_and_channels_last_on_gpu(synth_root, tmp_path):
-    _, probe = _run(synth_root, tmp_path, ["trainer.accelerator=gpu", "trainer.precision=16-mixed",
-                                           "model.channels_last=true"])
+    _, probe = _run(
+        synth_root, tmp_path, ["trainer.accelerator=gpu", "trainer.precision=16-mixed", "model.channels_last=true"]
+    )
     assert probe.dtypes == {torch.float16} and probe.channels_last == {True}

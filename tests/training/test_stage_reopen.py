@@ -2,6 +2,7 @@
 fusion stage) starts their SGD momentum afresh: the first step of the new stage follows the new loss only,
 in a run that goes through the switch and in runs resumed before it; a run resumed after it does not
 clear the momentum a second time."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -33,20 +34,24 @@ class FirstStep(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:  # after the checkpoint is restored
         state = trainer.optimizers[0].state
-        self.at_start = {name: [_clone(state[p].get("momentum_buffer")) for p in params]
-                         for name, params in self._groups(trainer).items()}
+        self.at_start = {
+            name: [_clone(state[p].get("momentum_buffer")) for p in params]
+            for name, params in self._groups(trainer).items()
+        }
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if trainer.current_epoch not in self.grads:  # the stage scheduler has already dropped frozen grads
             self.grads[trainer.current_epoch] = {
-                name: [_clone(p.grad) for p in params]
-                for name, params in self._groups(trainer).items()}
+                name: [_clone(p.grad) for p in params] for name, params in self._groups(trainer).items()
+            }
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         epoch, state = trainer.current_epoch, trainer.optimizers[0].state
         if epoch not in self.buffers:
-            self.buffers[epoch] = {name: [_clone(state[p].get("momentum_buffer")) for p in params]
-                                   for name, params in self._groups(trainer).items()}
+            self.buffers[epoch] = {
+                name: [_clone(state[p].get("momentum_buffer")) for p in params]
+                for name, params in self._groups(trainer).items()
+            }
         if (epoch, batch_idx) in self.save:
             trainer.save_checkpoint(self.save[(epoch, batch_idx)])
 
@@ -70,8 +75,15 @@ def runs(synth_root, tmp_path_factory):
     C the second."""
     dirs = {k: tmp_path_factory.mktemp(k) for k in "ABC"}
     before, after = dirs["A"] / "before.ckpt", dirs["A"] / "after.ckpt"
-    common = [f"data.root={synth_root}", *FAST, *ONE_EPOCH_STAGES, "trainer.max_epochs=3",
-              "trainer.deterministic=true", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
+    common = [
+        f"data.root={synth_root}",
+        *FAST,
+        *ONE_EPOCH_STAGES,
+        "trainer.max_epochs=3",
+        "trainer.deterministic=true",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+    ]
     a = FirstStep(save={(1, "end"): before, (2, 0): after})
     fit(compose_config("train", dirs["A"], common), [a])
     b, c = FirstStep(), FirstStep()
@@ -97,6 +109,10 @@ def test_resume_after_the_reopen_keeps_the_momentum(runs):
         assert all(t is not None for t in restored), name
         assert _equal(restored, [saved["state"][i]["momentum_buffer"] for i in groups[name]]), name
     # and the resumed run ends where the uninterrupted one ends
-    final = {name: torch.load(runs.dirs[k] / "checkpoints" / "last.ckpt", map_location="cpu",
-                              weights_only=True)["state_dict"] for name, k in (("a", "A"), ("c", "C"))}
+    final = {
+        name: torch.load(runs.dirs[k] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)[
+            "state_dict"
+        ]
+        for name, k in (("a", "A"), ("c", "C"))
+    }
     assert all(torch.equal(v, final["c"][k]) for k, v in final["a"].items())

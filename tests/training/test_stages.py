@@ -1,6 +1,7 @@
 """StageScheduler: which parts learn in each stage (weights, momentum and BatchNorm statistics of the
 frozen ones do not move), BatchNorm eval mode, which losses count, learning rates, logging, and a
 resume past a milestone."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -20,11 +21,16 @@ from training_helpers import FAST, ONE_EPOCH_STAGES, epoch_rows, fit, read_metri
 
 ALL = {"face_encoder", "context_encoder", "attention", "fusion", "classifier", "face_head", "context_head"}
 #: parts that learn in epochs 0 (branches), 1 (fusion), 2 (joint) of ONE_EPOCH_STAGES
-LEARNS = {0: {"face_encoder", "context_encoder", "attention", "face_head", "context_head"},
-          1: {"fusion", "classifier"},
-          2: {"face_encoder", "context_encoder", "attention", "fusion", "classifier"}}
-LOSS_WEIGHTS = {0: {"fused": 0.0, "face": 1.0, "context": 1.0}, 1: {"fused": 1.0, "face": 0.0, "context": 0.0},
-                2: {"fused": 1.0, "face": 0.0, "context": 0.0}}
+LEARNS = {
+    0: {"face_encoder", "context_encoder", "attention", "face_head", "context_head"},
+    1: {"fusion", "classifier"},
+    2: {"face_encoder", "context_encoder", "attention", "fusion", "classifier"},
+}
+LOSS_WEIGHTS = {
+    0: {"fused": 0.0, "face": 1.0, "context": 1.0},
+    1: {"fused": 1.0, "face": 0.0, "context": 0.0},
+    2: {"fused": 1.0, "face": 0.0, "context": 0.0},
+}
 
 
 class Probe(Callback):
@@ -41,8 +47,9 @@ class Probe(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         epoch = trainer.current_epoch
         if epoch not in self.bn_training:  # first batch of the epoch (also after a resume)
-            self._start = {n: {k: v.clone() for k, v in m.state_dict().items()}
-                           for n, m in pl_module.net.named_children()}
+            self._start = {
+                n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in pl_module.net.named_children()
+            }
         modes = self.bn_training.setdefault(epoch, {})
         for name, part in pl_module.net.named_children():
             for m in part.modules():
@@ -53,8 +60,10 @@ class Probe(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.changed[trainer.current_epoch] = {
-            n for n, m in pl_module.net.named_children()
-            if any(not torch.equal(v, self._start[n][k]) for k, v in m.state_dict().items())}
+            n
+            for n, m in pl_module.net.named_children()
+            if any(not torch.equal(v, self._start[n][k]) for k, v in m.state_dict().items())
+        }
 
 
 def _fit(cfg, ckpt_path=None) -> tuple[L.Trainer, Probe]:
@@ -67,8 +76,13 @@ def staged(synth_root, tmp_path_factory):
     """Epoch 0 (branches) in a first run; epochs 1 (fusion) and 2 (joint) in a run resumed from its
     epoch-end checkpoint, i.e. past the branches → fusion milestone."""
     first, second = tmp_path_factory.mktemp("stage0"), tmp_path_factory.mktemp("stage12")
-    common = [f"data.root={synth_root}", *FAST, *ONE_EPOCH_STAGES, "+trainer.limit_train_batches=3",
-              "+trainer.limit_val_batches=1"]
+    common = [
+        f"data.root={synth_root}",
+        *FAST,
+        *ONE_EPOCH_STAGES,
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=1",
+    ]
     _, probe0 = _fit(compose_config("train", first, [*common, "trainer.max_epochs=1"]))
     ckpt = first / "checkpoints" / "last.ckpt"
     trainer, probe12 = _fit(compose_config("train", second, [*common, "trainer.max_epochs=3"]), ckpt_path=ckpt)
@@ -134,7 +148,8 @@ def test_staged_config_is_the_documented_schedule(tmp_path):
     assert [(s.name, s.start, s.train, s.losses, s.lr_factor) for s in _paper_schedule(tmp_path).stages] == [
         ("branches", 0, (*encoders, "face_head", "context_head"), {"face": 1.0, "context": 1.0}, 1.0),
         ("fusion", 0.4, ("fusion", "classifier"), {"fused": 1.0}, 1.0),
-        ("joint", 0.6, (*encoders, "fusion", "classifier"), {"fused": 1.0}, 1.0)]
+        ("joint", 0.6, (*encoders, "fusion", "classifier"), {"fused": 1.0}, 1.0),
+    ]
 
 
 def test_the_schedule_is_written_once():
@@ -163,15 +178,18 @@ def test_staged_config_turns_the_schedule_on(tmp_path):
     assert not default.enabled  # off by default: end to end, as the authors' code
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ({"name": "x"}, "give its `start`"),
-    ({"name": "x", "start": 1.5}, r"fraction of max_epochs in \[0, 1\]"),
-    ({"name": "x", "start": 0, "train": ["face_encoderr"]}, "unknown part.*face_encoderr"),
-    ({"name": "x", "start": 0, "losses": {"fusion": 1}}, "unknown loss.*fusion"),
-    ({"name": "x", "start": 0, "losses": {"fused": 0}}, "no loss counts"),
-    ({"name": "x", "start": 0, "lr_factor": 0}, "lr_factor must be > 0"),
-    ({"name": "x", "start": 0, "freeze": []}, "unknown key.*freeze"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "x"}, "give its `start`"),
+        ({"name": "x", "start": 1.5}, r"fraction of max_epochs in \[0, 1\]"),
+        ({"name": "x", "start": 0, "train": ["face_encoderr"]}, "unknown part.*face_encoderr"),
+        ({"name": "x", "start": 0, "losses": {"fusion": 1}}, "unknown loss.*fusion"),
+        ({"name": "x", "start": 0, "losses": {"fused": 0}}, "no loss counts"),
+        ({"name": "x", "start": 0, "lr_factor": 0}, "lr_factor must be > 0"),
+        ({"name": "x", "start": 0, "freeze": []}, "unknown key.*freeze"),
+    ],
+)
 def test_bad_stage_specs_are_clear_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         Stage.parse(spec, 0)
@@ -181,8 +199,9 @@ def test_first_stage_must_start_at_zero_and_stages_in_order():
     with pytest.raises(ValueError, match="must start at epoch 0"):
         StageScheduler([{"name": "a", "start": 1}])._resolve_starts(SimpleNamespace(max_epochs=3))
     with pytest.raises(ValueError, match="in order"):
-        StageScheduler([{"name": "a", "start": 0}, {"name": "b", "start": 3}, {"name": "c", "start": 2}]
-                       )._resolve_starts(SimpleNamespace(max_epochs=5))
+        StageScheduler(
+            [{"name": "a", "start": 0}, {"name": "b", "start": 3}, {"name": "c", "start": 2}]
+        )._resolve_starts(SimpleNamespace(max_epochs=5))
 
 
 def test_model_without_auxiliary_heads_is_a_clear_error(tmp_path):

@@ -1,4 +1,5 @@
 """Shared by tests/training: fast overrides, a subprocess runner, metrics.csv reading, a self-kill callback."""
+
 from __future__ import annotations
 
 import csv
@@ -19,20 +20,33 @@ from glamor_lightning.hydra_utils import callbacks
 REPO = Path(__file__).resolve().parents[2]
 
 #: a short, quiet run on the tiny SynthCAER root (7 × 8 train images: 7 steps of 8 per epoch)
-FAST = ["model.backbone=original", "trainer.accelerator=cpu", "logger=csv", "data.cache_workers=0",
-        "data.batch_size=8", "trainer.log_every_n_steps=1", "callbacks.rich_progress_bar=null",
-        "callbacks.model_summary=null", "trainer.precision=32-true",
-        "model.lr_schedule=constant"]
+FAST = [
+    "model.backbone=original",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "data.cache_workers=0",
+    "data.batch_size=8",
+    "trainer.log_every_n_steps=1",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+    "trainer.precision=32-true",
+    "model.lr_schedule=constant",
+]
 #: staged training, one epoch per stage: branches (epoch 0), fusion (1), joint (2)
-ONE_EPOCH_STAGES = ["callbacks=staged", "callbacks.stages.stages.0.start=0", "callbacks.stages.stages.1.start=1",
-                    "callbacks.stages.stages.2.start=2"]
+ONE_EPOCH_STAGES = [
+    "callbacks=staged",
+    "callbacks.stages.stages.0.start=0",
+    "callbacks.stages.stages.1.start=1",
+    "callbacks.stages.stages.2.start=2",
+]
 
 
 def fit(cfg, extra_callbacks: list[Callback] = (), ckpt_path=None) -> L.Trainer:
     """`trainer.fit` as `glamor_lightning.train` does it, with extra callbacks (after the config's)."""
     L.seed_everything(cfg.seed, workers=True)
-    trainer = instantiate(cfg.trainer, callbacks=[*callbacks(cfg), *extra_callbacks],
-                          logger=[instantiate(cfg.logger.csv)])
+    trainer = instantiate(
+        cfg.trainer, callbacks=[*callbacks(cfg), *extra_callbacks], logger=[instantiate(cfg.logger.csv)]
+    )
     datamodule = instantiate(cfg.data)
     trainer.fit(instantiate(cfg.model), datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
@@ -41,11 +55,22 @@ def fit(cfg, extra_callbacks: list[Callback] = (), ckpt_path=None) -> L.Trainer:
 def start_module(module: str, overrides: list[str], out: Path, threads: int | None = None) -> subprocess.Popen:
     """Start `python -m module overrides hydra.run.dir=out` in a fresh process (tests/training importable),
     with `threads` CPU threads (default: this process's, for bit-equal CPU results)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", NO_ALBUMENTATIONS_UPDATE="1",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(REPO)]),
-               OMP_NUM_THREADS=str(threads or torch.get_num_threads()))
-    return subprocess.Popen([sys.executable, "-m", module, *overrides, f"hydra.run.dir={out}"], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        WANDB_MODE="offline",
+        NO_ALBUMENTATIONS_UPDATE="1",
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(REPO)]),
+        OMP_NUM_THREADS=str(threads or torch.get_num_threads()),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *overrides, f"hydra.run.dir={out}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
@@ -56,8 +81,9 @@ def finish(proc: subprocess.Popen, timeout: float = 300, check: bool = True) -> 
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
-def run_module(module: str, overrides: list[str], out: Path, timeout: float = 300, check: bool = True,
-               threads: int | None = None) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, overrides: list[str], out: Path, timeout: float = 300, check: bool = True, threads: int | None = None
+) -> subprocess.CompletedProcess:
     """`start_module` and `finish`."""
     return finish(start_module(module, overrides, out, threads), timeout, check)
 
