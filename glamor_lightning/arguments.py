@@ -22,15 +22,35 @@ def probability(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """A whole number ≥ 1 (a count or a size in pixels)."""
+def fraction(text: str) -> float:
+    """A number in [0, 1] (a share)."""
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
     return value
+
+
+def int_at_least(low: int, why: str = ""):
+    """An argparse `type` for whole numbers ≥ `low` (`why` is added to the message of a smaller one)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, at least {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}{why}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {low}"  # argparse names the type in some messages
+    return parse
+
+
+#: a whole number ≥ 1 (a count or a size in pixels)
+positive_int = int_at_least(1)
 
 
 def output_folder(text: str) -> str:

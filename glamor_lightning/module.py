@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
@@ -17,16 +16,12 @@ from glamor_lightning.data.contract import (
     contract_from_checkpoint,
     contract_of_datamodule,
 )
+from glamor_lightning.losses import LOSSES, gate_negentropy, head_losses, true_class_mass
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
 from glamor_lightning.schedules import make_schedule, planned_epochs
 
 # (face uint8 NHWC, context uint8 NHWC, label, row of the data root's faces.csv)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-#: The losses a step can count, by name: each is the cross-entropy of one head's logits (a `GlamorOutput`
-#: field): the fused prediction's, and the auxiliary face-only and context-only heads'.
-HEAD_LOGITS = {"fused": "logits", "face": "face_logits", "context": "context_logits"}
-LOSSES = tuple(HEAD_LOGITS)
 
 
 def to_float_nchw(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -51,6 +46,11 @@ class EmotionModule(L.LightningModule):
     `sum(loss_weights[k] * CE_k)` over the heads k in `LOSSES` that exist; `loss_weights` is
     `{"fused": 1}` unless a stage scheduler sets it. Heads whose weight is 0 still enter the sum
     (times 0) so that every parameter is in every step's graph, which DDP requires.
+
+    Remedies for a fusion gate that shuts one branch out (all off by default; docs/training.md):
+    `aux_loss_weight` adds the auxiliary heads' losses to every step with this weight (needs
+    `aux_heads`); `modality_dropout`, `fusion_temperature` and `fusion_floor` are `GlamorNet`'s;
+    `gate_entropy` adds the gate's negative entropy (`gate_negentropy`) times this weight to the loss.
     `compile`: False, True (inductor) or a `torch.compile` backend name (`aot_eager`, `eager`, ...);
     the net is compiled in place in `configure_model`, so checkpoint keys do not change.
     """
@@ -81,6 +81,11 @@ class EmotionModule(L.LightningModule):
         compile: bool | str = False,
         aux_heads: bool = False,
         class_names: Sequence[str] = CLASSES,
+        aux_loss_weight: float = 0.0,
+        modality_dropout: float = 0.0,
+        fusion_temperature: float = 1.0,
+        fusion_floor: float = 0.0,
+        gate_entropy: float = 0.0,
     ) -> None:
         super().__init__()
         # plain tuples, not Hydra's ListConfig: checkpoints stay loadable with weights_only=True
@@ -99,12 +104,29 @@ class EmotionModule(L.LightningModule):
             pretrained_path=pretrained_path,
             bn_momentum=bn_momentum,
             aux_heads=bool(aux_heads) and inputs == "both",
+            modality_dropout=modality_dropout,
+            fusion_temperature=fusion_temperature,
+            fusion_floor=fusion_floor,
         )
+        if aux_loss_weight and not self.net.has_aux_heads:
+            raise ValueError(
+                "aux_loss_weight counts the auxiliary heads' losses: set aux_heads=true (a model "
+                "with both branches), or aux_loss_weight=0"
+            )
+        if gate_entropy and fusion != "fusion_net":
+            raise ValueError(
+                f"gate_entropy regularises the fusion net's gate; fusion={fusion!r} has none: set gate_entropy=0"
+            )
         self.class_names = list(class_names)
         #: what the model's inputs are (`data.contract`): the defaults until `bind_data` or a checkpoint sets it
         self.data_contract = DataContract(mask_face=self.net.masks_face, class_names=class_names)
         #: weight of each head's loss in the training loss (see the class docstring)
         self.loss_weights: dict[str, float] = {"fused": 1.0}
+        if aux_loss_weight:
+            self.loss_weights.update(face=float(aux_loss_weight), context=float(aux_loss_weight))
+        #: per training batch, each auxiliary head's summed probability of the true class (face, context),
+        #: detached: what gradient modulation (`callbacks.modulation`) compares; None without aux heads
+        self.branch_scores: tuple[torch.Tensor, torch.Tensor] | None = None
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         acc = lambda avg: MulticlassAccuracy(num_classes=num_classes, average=avg)  # noqa: E731
         self.train_acc, self.val_acc, self.test_acc = acc("micro"), acc("micro"), acc("micro")
@@ -178,13 +200,7 @@ class EmotionModule(L.LightningModule):
         """The batch through the model: the losses of `heads` (`head_losses`), the targets and the output."""
         face, context, target = batch[:3]
         out = self(face, context)
-        return self.head_losses(out, target, heads), target, out
-
-    @staticmethod
-    def head_losses(out: GlamorOutput, target: torch.Tensor, heads: Sequence[str] = LOSSES) -> dict[str, torch.Tensor]:
-        """Cross-entropy (in fp32) of each of `heads` (names in `LOSSES`) that the model has."""
-        logits = {name: getattr(out, HEAD_LOGITS[name]) for name in heads}
-        return {name: F.cross_entropy(x.float(), target) for name, x in logits.items() if x is not None}
+        return head_losses(out, target, heads), target, out
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         losses, target, out = self._step(batch, LOSSES)
@@ -196,6 +212,10 @@ class EmotionModule(L.LightningModule):
             )
         # every head enters the sum, weight 0 included: DDP needs each parameter in each step's graph
         loss = torch.stack([self.loss_weights.get(k, 0.0) * v for k, v in losses.items()]).sum()
+        if self.hparams.gate_entropy and out.fusion_weights is not None:
+            loss = loss + self.hparams.gate_entropy * gate_negentropy(out.fusion_weights)
+        if out.face_logits is not None:
+            self.branch_scores = (true_class_mass(out.face_logits, target), true_class_mass(out.context_logits, target))
         self.train_loss(loss)
         self.train_acc(out.logits.argmax(dim=1), target)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
@@ -208,7 +228,8 @@ class EmotionModule(L.LightningModule):
             self.log("train/w_context", self.train_w_context, on_step=False, on_epoch=True)
         return loss
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, GlamorOutput]:
+        """Returns the batch's outputs for callbacks (the collapse diagnostics)."""
         losses, target, out = self._step(batch)
         loss, preds = losses["fused"], out.logits.argmax(dim=1)
         self.val_loss(loss, weight=len(target))
@@ -226,6 +247,7 @@ class EmotionModule(L.LightningModule):
             self.val_w_context(w[:, 1])
             self.log("val/w_face", self.val_w_face, on_step=False, on_epoch=True)
             self.log("val/w_context", self.val_w_context, on_step=False, on_epoch=True)
+        return {"out": out}
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # the sanity check must not count as a best

@@ -38,8 +38,13 @@ TITLES = {
     "4": "Table 4: input setting x context attention",
     "6": "Table 6: fusion of the face and context vectors",
     "7": "Table 7: backbone of both encoders",
+    "collapse": "Remedies for a collapsing fusion gate (issue 17), beside face only and the plain fusion net",
 }
-FIXED = {"2": ["caer_net_s", "paper_caer_s"], "3": ["caer_net_s_ncaer_s", "paper_ncaer_s"]}
+FIXED = {
+    "2": ["caer_net_s", "paper_caer_s"],
+    "3": ["caer_net_s_ncaer_s", "paper_ncaer_s"],
+    "collapse": ["table4_face", "table4_both_gla", "collapse_md30", "collapse_md30_aux50"],
+}
 INPUT_ORDER = ("face", "context", "context_visible", "both")
 ATTENTION_ORDER = ("none", "standard", "gla")
 FUSION_ORDER = ("none", "fusion_net", "add", "max", "concat")
@@ -132,11 +137,13 @@ def markdown_table(runs: Sequence[Run], params: bool = True) -> str:
         k for k in FACTORS if k in (runs[0].factors if runs else {})
     ]
     fused = any(r.w_face is not None for r in runs)  # a fusion net was trained: show where it looked
+    flips = any(r.context_flip is not None for r in runs)  # the collapse diagnostics were logged
     head = (
         [HEADERS[k] for k in varying]
         + (["Params"] if params else [])
         + ["Test acc (%)", "Val acc best (%)"]
         + (["Face weight"] if fused else [])
+        + (["Context flip (%)"] if flips else [])
         + ["Seeds", "Config"]
     )
     align = (
@@ -144,6 +151,7 @@ def markdown_table(runs: Sequence[Run], params: bool = True) -> str:
         + (["---:"] if params else [])
         + ["---:", "---:"]
         + (["---:"] if fused else [])
+        + (["---:"] if flips else [])
         + ["---:", "---"]
     )
     means = {
@@ -168,6 +176,9 @@ def markdown_table(runs: Sequence[Run], params: bool = True) -> str:
         if fused:
             weights = [r.w_face for r in g if r.w_face is not None]
             cells.append(f"{sum(weights) / len(weights):.2f}" if weights else "-")
+        if flips:
+            values = [r.context_flip for r in g if r.context_flip is not None]
+            cells.append(_pct(values) if values else "-")
         cells += [seeds, f"`{e}`"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -241,7 +252,9 @@ def write_results(
     out.write_text(page)
     with (out.parent / f"{out.stem}_runs.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["experiment", "seed", *FACTORS, "test_acc", "val_acc_best", "epochs", "w_face", "path"])
+        w.writerow(
+            ["experiment", "seed", *FACTORS, "test_acc", "val_acc_best", "epochs", "w_face", "context_flip", "path"]
+        )
         for r in sorted(runs, key=lambda r: (r.experiment, r.seed if r.seed is not None else -1)):
             w.writerow(
                 [
@@ -252,6 +265,7 @@ def write_results(
                     "" if r.val_acc_best is None else f"{r.val_acc_best:.6f}",
                     r.epochs,
                     "" if r.w_face is None else f"{r.w_face:.4f}",
+                    "" if r.context_flip is None else f"{r.context_flip:.4f}",
                     display_path(r.path),
                 ]
             )

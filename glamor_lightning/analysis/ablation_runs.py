@@ -47,6 +47,9 @@ class Run:
     val_acc_best: float | None = None
     epochs: int | None = None  #: epochs validated
     w_face: float | None = None  #: the fusion net's mean weight of the face vector, last validation
+    #: share of val predictions that change when the context vector is zeroed, last validation
+    #: (`callbacks.branch_diagnostics`; None for runs made before it, or with one branch)
+    context_flip: float | None = None
 
 
 def _get(d: dict, dotted: str) -> Any:
@@ -68,11 +71,12 @@ def _load_yaml(path: Path) -> Any:
     return (yaml.load(path.read_text(), Loader=_Loader) or {}) if path.is_file() else {}
 
 
-def _read_metrics(path: Path) -> tuple[float | None, float | None, int | None, float | None]:
-    """(last test/acc, best val/acc_best, epochs validated, last val/w_face) from a CSVLogger metrics.csv."""
+def _read_metrics(path: Path) -> tuple[float | None, float | None, int | None, float | None, float | None]:
+    """(last test/acc, best val/acc_best, epochs validated, last val/w_face, last val/context_flip) from a
+    CSVLogger metrics.csv."""
     if not path.is_file():
-        return None, None, None, None
-    test = val = epoch = w_face = None
+        return None, None, None, None, None
+    test = val = epoch = w_face = flip = None
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             if row.get("test/acc"):
@@ -81,9 +85,11 @@ def _read_metrics(path: Path) -> tuple[float | None, float | None, int | None, f
                 val = max(val or 0.0, float(row["val/acc_best"]))
             if row.get("val/w_face"):
                 w_face = float(row["val/w_face"])
+            if row.get("val/context_flip"):
+                flip = float(row["val/context_flip"])
             if row.get("epoch") and row.get("val/acc"):  # test rows carry the epoch after the last
                 epoch = max(epoch or 0, int(float(row["epoch"])) + 1)
-    return test, val, epoch, w_face
+    return test, val, epoch, w_face, flip
 
 
 def read_run(run_dir: str | Path) -> Run:
@@ -97,7 +103,7 @@ def read_run(run_dir: str | Path) -> Run:
         experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "")
     factor_overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in FACTOR_KEYS]
     model = cfg.get("model") or {}
-    test, val, epochs, w_face = _read_metrics(run_dir / "csv" / "metrics.csv")
+    test, val, epochs, w_face, flip = _read_metrics(run_dir / "csv" / "metrics.csv")
     return Run(
         path=run_dir,
         experiment=" ".join([str(experiment or "-"), *factor_overrides]),
@@ -108,6 +114,7 @@ def read_run(run_dir: str | Path) -> Run:
         val_acc_best=val,
         epochs=epochs,
         w_face=w_face,
+        context_flip=flip,
     )
 
 

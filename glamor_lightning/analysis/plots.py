@@ -58,31 +58,6 @@ def plot_confusion_matrix(
     return _save(plt, fig, path)
 
 
-def save_panels(
-    panels: Sequence[np.ndarray],
-    titles: Sequence[str],
-    path: str | os.PathLike,
-    suptitle: str | None = None,
-    rows: int = 1,
-    dpi: int = 100,
-    panel_inches: float = 2.2,
-) -> Path:
-    """Images (HxWx3 uint8) side by side (row-major in `rows` rows) with titles, as one PNG."""
-    plt = _pyplot()
-    cols = int(np.ceil(len(panels) / rows))
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(panel_inches * cols, panel_inches * rows + 0.3), dpi=dpi, squeeze=False
-    )
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, title in zip(axes.flat, panels, titles):
-        ax.imshow(image)
-        ax.set_title(title, fontsize=8)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=9)
-    return _save(plt, fig, path)
-
-
 def _save(plt, fig, path: str | os.PathLike) -> Path:
     """Write `fig` as a PNG (folders made as needed) and free it."""
     fig.tight_layout()

@@ -61,8 +61,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from glamor_lightning.losses import LOSSES  # the losses a stage can count (`losses.head_losses`)
 from glamor_lightning.models.glamor import GlamorNet
-from glamor_lightning.module import LOSSES  # the losses a stage can count (`EmotionModule.head_losses`)
 
 log = logging.getLogger(__name__)
 

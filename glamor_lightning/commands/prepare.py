@@ -19,36 +19,11 @@ import signal
 import time
 from pathlib import Path
 
+from glamor_lightning.arguments import fraction, int_at_least
+
 #: the smallest SynthCAER image (width, height): the renderer's heads are 24-60 px tall (at most 0.45 of
 #: the height) and a companion must fit beside the target
 MIN_SYNTH_SIZE = (96, 54)
-
-
-def _int_at_least(low: int, why: str = ""):
-    """An argparse `type` for whole numbers >= `low`: anything else is a one-line argument error."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is below {low}{why}")
-        return value
-
-    parse.__name__ = f"int >= {low}"  # argparse names the type in some messages
-    return parse
-
-
-def _fraction(text: str) -> float:
-    """An argparse `type` for a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]")
-    return value
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -77,32 +52,32 @@ def _add_synth(steps: argparse._SubParsersAction) -> None:
     size = " px: SynthCAER's renderer needs images of at least {}×{} px (width×height)".format(*MIN_SYNTH_SIZE)
     p.add_argument(
         "--per-class",
-        type=_int_at_least(1, " (a data set needs training images)"),
+        type=int_at_least(1, " (a data set needs training images)"),
         default=400,
         help="train images per class (default 400)",
     )
-    p.add_argument("--per-class-val", type=_int_at_least(0), default=80, help="val images per class (default 80)")
-    p.add_argument("--per-class-test", type=_int_at_least(0), default=120, help="test images per class (default 120)")
+    p.add_argument("--per-class-val", type=int_at_least(0), default=80, help="val images per class (default 80)")
+    p.add_argument("--per-class-test", type=int_at_least(0), default=120, help="test images per class (default 120)")
     p.add_argument(
         "--width",
-        type=_int_at_least(MIN_SYNTH_SIZE[0], size),
+        type=int_at_least(MIN_SYNTH_SIZE[0], size),
         default=320,
         help=f"image width (default 320, at least {MIN_SYNTH_SIZE[0]})",
     )
     p.add_argument(
         "--height",
-        type=_int_at_least(MIN_SYNTH_SIZE[1], size),
+        type=int_at_least(MIN_SYNTH_SIZE[1], size),
         default=180,
         help=f"image height (default 180, at least {MIN_SYNTH_SIZE[1]})",
     )
     p.add_argument(
         "--weak-fraction",
-        type=_fraction,
+        type=fraction,
         default=0.4,
         help="fraction of target faces with a weak, nearly neutral expression (default 0.4)",
     )
-    p.add_argument("--max-distractors", type=_int_at_least(0), default=2, help="0..N bystanders per image (default 2)")
-    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--max-distractors", type=int_at_least(0), default=2, help="0..N bystanders per image (default 2)")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     p.set_defaults(func=_synth)
 

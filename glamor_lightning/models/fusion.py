@@ -22,16 +22,33 @@ def _scorer(dim: int, hidden: int) -> nn.Sequential:
 @FUSIONS.register("fusion_net")
 class FusionNet(nn.Module):
     """GLAMOR-Net's fusion: each branch scores itself (Linear → ReLU → Linear → 1), a softmax over
-    the pair gives (w_f, w_c), and the output is [w_f·v_f; w_c·v_c]. Returns the weights [B, 2]."""
+    the pair gives (w_f, w_c), and the output is [w_f·v_f; w_c·v_c]. Returns the weights [B, 2].
 
-    def __init__(self, face_dim: int, context_dim: int, hidden: int = 128) -> None:
+    Gate regularisation, off with the defaults (the paper's gate): `temperature` τ divides the scores
+    before the softmax (τ > 1 flattens the gate, so a score gap must be τ times larger to close a branch);
+    `floor` f keeps each weight in [f, 1 - f]: w = f + (1 - 2f)·softmax(s/τ), so no branch is ever shut
+    out entirely and its gradient never vanishes (a floor on the mixture weights, as in the mixture-of-
+    experts practice of bounding the gate away from 0).
+    """
+
+    def __init__(
+        self, face_dim: int, context_dim: int, hidden: int = 128, temperature: float = 1.0, floor: float = 0.0
+    ) -> None:
         super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"fusion_temperature must be > 0, got {temperature}")
+        if not 0.0 <= floor < 0.5:
+            raise ValueError(f"fusion_floor must be in [0, 0.5), got {floor}")
         self.face_score = _scorer(face_dim, hidden)
         self.context_score = _scorer(context_dim, hidden)
         self.out_features = face_dim + context_dim
+        self.temperature, self.floor = float(temperature), float(floor)
 
     def forward(self, v_f: Tensor, v_c: Tensor) -> tuple[Tensor, Tensor]:
-        weights = torch.softmax(torch.cat([self.face_score(v_f), self.context_score(v_c)], dim=1), dim=1)
+        scores = torch.cat([self.face_score(v_f), self.context_score(v_c)], dim=1)
+        weights = torch.softmax(scores / self.temperature, dim=1)
+        if self.floor:
+            weights = self.floor + (1.0 - 2.0 * self.floor) * weights
         w = weights.to(v_f.dtype)
         return torch.cat([w[:, :1] * v_f, w[:, 1:] * v_c], dim=1), weights
 
@@ -108,6 +125,15 @@ class NoFusion(nn.Module):
         return v, None
 
 
-def create_fusion(name: str, face_dim: int, context_dim: int, hidden: int = 128) -> nn.Module:
-    """Build the fusion registered as `name` (`hidden` matters to `fusion_net` only)."""
+def create_fusion(
+    name: str, face_dim: int, context_dim: int, hidden: int = 128, temperature: float = 1.0, floor: float = 0.0
+) -> nn.Module:
+    """Build the fusion registered as `name` (`hidden` and the gate settings matter to `fusion_net` only:
+    another fusion with a gate setting other than the default is an error, as it would change nothing)."""
+    if name == "fusion_net":
+        return FusionNet(face_dim, context_dim, hidden=hidden, temperature=temperature, floor=floor)
+    if (temperature, floor) != (1.0, 0.0):
+        raise ValueError(
+            f"fusion '{name}' has no gate: set fusion_temperature=1 and fusion_floor=0, or use fusion='fusion_net'"
+        )
     return FUSIONS.create(name, face_dim=face_dim, context_dim=context_dim, hidden=hidden)

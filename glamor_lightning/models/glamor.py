@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .attention import ATTENTIONS, create_attention
 from .encoders import create_encoder
 from .fusion import FUSIONS, create_fusion
+from .modality_dropout import drop_modalities
 
 #: Input settings of the paper's Table 4.
 INPUTS: tuple[str, ...] = ("face", "context", "context_visible", "both")
@@ -23,6 +24,8 @@ class GlamorOutput(NamedTuple):
     fusion_weights: Tensor | None  #: [B, 2] (w_face, w_context) from 'fusion_net', else None
     face_logits: Tensor | None = None  #: [B, num_classes] auxiliary face-only head (`aux_heads=True`)
     context_logits: Tensor | None = None  #: [B, num_classes] auxiliary context-only head (`aux_heads=True`)
+    face_vector: Tensor | None = None  #: v_f [B, Df] as the fusion got it (before modality dropout)
+    context_vector: Tensor | None = None  #: v_c [B, Dc] as the fusion got it (before modality dropout)
 
 
 class GlamorFeatures(NamedTuple):
@@ -53,6 +56,10 @@ class GlamorNet(nn.Module):
             (`context_head`), each shaped like the main classifier, for staged training (paper §4.2:
             the branches are trained separately first). They are training aids: `logits` never depends
             on them. Needs `inputs='both'`.
+        modality_dropout: in training, the share of samples that lose one whole branch (face or
+            context, zeroed before the fusion; `models.modality_dropout`). Needs `inputs='both'`.
+        fusion_temperature, fusion_floor: gate regularisation of `fusion='fusion_net'`
+            (`models.fusion.FusionNet`); 1 and 0 are the paper's gate.
 
     Settings are strict, so that a hyper-parameter never names a part the model lacks (and a
     sweep never trains the same model twice under two names):
@@ -88,6 +95,9 @@ class GlamorNet(nn.Module):
         pretrained_path: str | os.PathLike[str] | None = None,
         bn_momentum: float | None = None,
         aux_heads: bool = False,
+        modality_dropout: float = 0.0,
+        fusion_temperature: float = 1.0,
+        fusion_floor: float = 0.0,
     ) -> None:
         super().__init__()
         _check_setting(inputs, attention, fusion, num_classes)
@@ -96,11 +106,20 @@ class GlamorNet(nn.Module):
                 f"GlamorNet with inputs='{inputs}': set aux_heads=False; auxiliary face-only and context-only "
                 "heads need both branches (inputs='both')"
             )
+        if modality_dropout and inputs != "both":
+            raise ValueError(
+                f"GlamorNet with inputs='{inputs}': set modality_dropout=0; dropping a branch "
+                "needs two of them (inputs='both')"
+            )
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
         self.inputs = inputs
+        self.modality_dropout = float(modality_dropout)
         self.config = dict(
             backbone=backbone, attention=attention, fusion=fusion, inputs=inputs, num_classes=num_classes,
             gla_batchnorm=gla_batchnorm, hidden=hidden, dropout=dropout, bn_momentum=bn_momentum,
-            aux_heads=aux_heads,
+            aux_heads=aux_heads, modality_dropout=modality_dropout, fusion_temperature=fusion_temperature,
+            fusion_floor=fusion_floor,
         )  # fmt: skip
         has_context = inputs != "face"
         has_face = not has_context or inputs == "both" or attention == "gla"
@@ -118,7 +137,14 @@ class GlamorNet(nn.Module):
             if has_context
             else None
         )
-        self.fusion = create_fusion(fusion, face_dim if self.classifies_face else 0, context_dim, hidden=hidden)
+        self.fusion = create_fusion(
+            fusion,
+            face_dim if self.classifies_face else 0,
+            context_dim,
+            hidden=hidden,
+            temperature=fusion_temperature,
+            floor=fusion_floor,
+        )
         self.classifier = _classifier(self.fusion.out_features, hidden, dropout, num_classes)
         self.face_head = _classifier(face_dim, hidden, dropout, num_classes) if aux_heads else None
         self.context_head = _classifier(context_dim, hidden, dropout, num_classes) if aux_heads else None
@@ -155,10 +181,19 @@ class GlamorNet(nn.Module):
         """face [B, 3, 96, 96], context [B, 3, 112, 112] (float in [0, 1]; other sizes work too).
         An input the setting does not use may be None."""
         v_f, v_c, attn = self.features(face, context)
-        fused, weights = self.fusion(v_f if self.classifies_face else None, v_c)
         face_logits = self.face_head(v_f) if self.face_head is not None else None
         context_logits = self.context_head(v_c) if self.context_head is not None else None
-        return GlamorOutput(self.classifier(fused), attn, weights, face_logits, context_logits)
+        kept = v_f, v_c
+        if self.training and self.modality_dropout:  # the auxiliary heads always see their branch
+            v_f, v_c = drop_modalities(v_f, v_c, self.modality_dropout)
+        logits, weights = self.decide(v_f, v_c)
+        return GlamorOutput(logits, attn, weights, face_logits, context_logits, *kept)
+
+    def decide(self, v_f: Tensor | None, v_c: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The fused prediction from the branch vectors: (logits, fusion weights or None). The collapse
+        diagnostics call it with one vector zeroed, to measure what that branch adds to the decision."""
+        fused, weights = self.fusion(v_f if self.classifies_face else None, v_c)
+        return self.classifier(fused), weights
 
     @property
     def has_aux_heads(self) -> bool:

@@ -1,0 +1,94 @@
+"""Collapse diagnostics: how much each branch really takes part in the fused decision, per epoch.
+
+The fusion net's face weight w_f (`train/w_face`, `val/w_face`, logged by the module) shows a gate that
+closes, but not what the decision owes each branch: a model with add or concat fusion has no gate, and a
+gate at 0.7 may still leave the context without influence. So, at every validation batch, the fused head
+is run again on the same branch vectors with one of them zeroed (`GlamorNet.decide`; cheap: the fusion and
+classifier only), and per epoch this callback logs
+
+- `val/acc_without_context`, `val/acc_without_face`: the accuracy of the fused head with v_c (v_f) zeroed;
+  `val/acc` minus the first is what the context adds;
+- `val/context_flip`: the share of validation predictions that change when v_c is zeroed: 0 means the
+  context has no say in the decision, whatever its gate weight;
+
+and at every training step the gradient norm that reaches each branch (`train/grad_norm_face_encoder`,
+`train/grad_norm_context_encoder`, `train/grad_norm_attention`, epoch means, after any gradient
+modulation and stage freezing; 0 for a frozen part): a starved branch shows here before its accuracy
+does. Models with one branch get none of these. Everything goes to every logger (CSV, W&B) like the
+module's own metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+#: the parts whose gradient norm is logged: the branches' (the face encoder; the context encoder and GLA)
+BRANCH_PARTS = ("face_encoder", "context_encoder", "attention")
+
+
+@torch.no_grad()
+def branch_effects(
+    net: torch.nn.Module, v_f: torch.Tensor, v_c: torch.Tensor, target: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Accuracy of the fused head without each branch, and the share of predictions the context decides.
+
+    The three decisions (intact, v_c zeroed, v_f zeroed) are made alike, in fp32 outside autocast, so a
+    difference between them is the branch's and not the precision's."""
+    v_f, v_c = v_f.float(), v_c.float()
+    with torch.autocast(v_f.device.type, enabled=False):
+        intact = net.decide(v_f, v_c)[0].argmax(dim=1)
+        no_context = net.decide(v_f, torch.zeros_like(v_c))[0].argmax(dim=1)
+        no_face = net.decide(torch.zeros_like(v_f), v_c)[0].argmax(dim=1)
+    return {
+        "val/acc_without_context": (no_context == target).float().mean(),
+        "val/acc_without_face": (no_face == target).float().mean(),
+        "val/context_flip": (no_context != intact).float().mean(),
+    }
+
+
+def grad_norms(optimizer: torch.optim.Optimizer, parts: tuple[str, ...] = BRANCH_PARTS) -> dict[str, float]:
+    """L2 norm of the gradients of each named parameter group in `parts` (0 when none has a gradient)."""
+    norms = {}
+    for group in optimizer.param_groups:
+        if group.get("name") in parts:
+            grads = [p.grad.detach().float().norm() for p in group["params"] if p.grad is not None]
+            norms[group["name"]] = float(torch.stack(grads).norm()) if grads else 0.0
+    return norms
+
+
+class BranchDiagnostics(Callback):
+    """Logs the collapse diagnostics of the module docstring. `enabled=False` turns it off."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not self.enabled or trainer.sanity_checking:
+            return
+        out = outputs.get("out") if isinstance(outputs, dict) else None
+        if out is None or out.face_vector is None or out.context_vector is None or pl_module.net.inputs != "both":
+            return
+        target = batch[2]
+        for name, value in branch_effects(pl_module.net, out.face_vector, out.context_vector, target).items():
+            pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=len(target), sync_dist=True)
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if not self.enabled or pl_module.net.inputs != "both":
+            return
+        for name, norm in grad_norms(optimizer).items():
+            # the same on every DDP rank (after the all-reduce): the sync only averages equal values
+            pl_module.log(f"train/grad_norm_{name}", norm, on_step=False, on_epoch=True, sync_dist=True)

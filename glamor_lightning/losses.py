@@ -1,0 +1,41 @@
+"""The losses of a training step and the per-branch scores, by name (`EmotionModule` counts them).
+
+A step can count the cross-entropy of each head: the fused prediction's (`fused`) and the auxiliary
+face-only and context-only heads' (`face`, `context`), weighted by `EmotionModule.loss_weights` (set by the
+stage scheduler, or by `aux_loss_weight`). Beside them: the fusion gate's negative entropy (a penalty that
+keeps the gate open) and each branch's score for gradient modulation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from glamor_lightning.models.glamor import GlamorOutput
+
+#: The losses a step can count, by name: each is the cross-entropy of one head's logits (a `GlamorOutput`
+#: field): the fused prediction's, and the auxiliary face-only and context-only heads'.
+HEAD_LOGITS = {"fused": "logits", "face": "face_logits", "context": "context_logits"}
+LOSSES = tuple(HEAD_LOGITS)
+
+
+def gate_negentropy(weights: torch.Tensor) -> torch.Tensor:
+    """Mean of sum_k w_k log w_k over the batch: the fusion gate's negative entropy, log(1/2) when balanced and
+    0 when closed. Added to the loss times `gate_entropy`, it pulls the gate away from 0 and 1 (a balance
+    penalty in the spirit of the load-balancing losses of mixtures of experts)."""
+    w = weights.float().clamp_min(1e-8)
+    return (w * w.log()).sum(dim=1).mean()
+
+
+def true_class_mass(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sum over the batch of the softmax probability of each sample's true class (OGM-GE's branch score)."""
+    probs = logits.detach().float().softmax(dim=1)
+    return probs.gather(1, target[:, None]).sum()
+
+
+def head_losses(out: GlamorOutput, target: torch.Tensor, heads: Sequence[str] = LOSSES) -> dict[str, torch.Tensor]:
+    """Cross-entropy (in fp32) of each of `heads` (names in `LOSSES`) that the model has."""
+    logits = {name: getattr(out, HEAD_LOGITS[name]) for name in heads}
+    return {name: F.cross_entropy(x.float(), target) for name, x in logits.items() if x is not None}
