@@ -128,8 +128,10 @@ class _Saver:
         self.pending, self.last = 0, time.monotonic()
 
     def added(self, n: int) -> None:
+        """Count `n` new rows; save when enough are pending or time is up (never with nothing new: a
+        time-based save before the first row would write an empty faces.csv, as a slow detector start did)."""
         self.pending += n
-        if self.pending >= self.every or time.monotonic() - self.last >= self.seconds:
+        if self.pending and (self.pending >= self.every or time.monotonic() - self.last >= self.seconds):
             self.save()
 
     def save(self) -> None:

@@ -210,3 +210,17 @@ def test_killed_detection_resumes_without_losing_or_redoing_rows(tmp_path):
 def test_bad_policy_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="face policy 'biggest'"):
         detect_root(tmp_path, policy="biggest")
+
+
+def test_a_timed_save_with_no_new_row_writes_nothing(tmp_path):
+    """The periodic save must wait for a first row: an MTCNN that takes longer to start than
+    `flush_seconds` (a loaded machine) wrote an empty faces.csv, which a kill then left behind as if
+    nothing had been detected (seen in CI)."""
+    from glamor_lightning.data.detect import _Saver
+    from glamor_lightning.data.layout import scan_root
+
+    root = tmp_path / "root"
+    write_image(root / "train/Happy/a.png", scene(size=(64, 64), head_px=40, at=(10, 5)))
+    saver = _Saver(root, scan_root(root), {}, {}, every=500, seconds=0.0)
+    saver.added(0)
+    assert not (root / "faces.csv").exists()

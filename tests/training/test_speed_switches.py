@@ -21,7 +21,8 @@ SHORT = [
 
 
 class Inspect(Callback):
-    """Records the classifier's output dtype and whether the first face conv sees channels-last input."""
+    """Records the classifier's output dtype in training forwards (validation also runs the fp32 collapse
+    diagnostics) and whether the first face conv sees channels-last input."""
 
     def __init__(self) -> None:
         self.dtypes: set[torch.dtype] = set()
@@ -30,7 +31,7 @@ class Inspect(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         net = pl_module.net
-        net.classifier.register_forward_hook(lambda m, i, o: self.dtypes.add(o.dtype))
+        net.classifier.register_forward_hook(lambda m, i, o: self.dtypes.add(o.dtype) if m.training else None)
         conv = next(m for m in net.face_encoder.modules() if isinstance(m, nn.Conv2d))
         conv.register_forward_pre_hook(
             lambda m, i: self.channels_last.add(i[0].is_contiguous(memory_format=torch.channels_last))
