@@ -98,3 +98,17 @@ def fit_checkpoint(root: Path, path: Path, data: dict | None = None, **hparams) 
 def tiny_ckpt(synth_root, tmp_path_factory) -> Path:
     """A default GLAMOR-Net checkpoint after one training step on `synth_root`, made once per session."""
     return fit_checkpoint(synth_root, tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+
+
+def cpu_trainer(**kwargs):
+    """A quiet one-process CPU `L.Trainer` (no logger, bar or summary; the data module shards itself)."""
+    import lightning as L
+
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        **kwargs,
+    )

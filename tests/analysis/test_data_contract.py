@@ -6,11 +6,10 @@ import json
 import logging
 import shutil
 
-import lightning as L
 import pytest
 import torch
 
-from conftest import compose_config, fit_checkpoint
+from conftest import compose_config, cpu_trainer, fit_checkpoint
 from glamor_lightning.checkpoints import load_module, read_checkpoint
 from glamor_lightning.cli import main as glamor
 from glamor_lightning.data.contract import CHECKPOINT_KEY, DataContract, datamodule_from_checkpoint
@@ -60,13 +59,7 @@ def test_eval_tests_on_the_checkpoints_root_and_geometry_by_default(small_ckpt, 
     # the reference: the same checkpoint tested on a data module built by hand with the training geometry
     module = load_module(small_ckpt, eval_mode=False)
     dm = EmotionDataModule(str(synth_root), cache_workers=0, eval_batch_size=128, **SMALL, mask_face=True)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
+    trainer = cpu_trainer()
     expected = trainer.test(module, datamodule=dm, verbose=False)[0]
     assert metrics["test/acc"] == expected["test/acc"]
     assert metrics["test/loss"] == pytest.approx(expected["test/loss"], rel=1e-6)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config, fit_checkpoint
+from conftest import compose_config, cpu_trainer, fit_checkpoint
 from glamor_lightning.analysis.predictions import (
     PredictionsFileError,
     confusion_matrix,
@@ -68,12 +68,7 @@ def test_report_callback_writes_consistent_files(ckpt, synth_root, tmp_path):
     model = load_module(ckpt, eval_mode=False)
     dm = EmotionDataModule(str(synth_root), batch_size=5, cache_workers=0)
     report = EvalReport(output_dir=tmp_path)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
+    trainer = cpu_trainer(
         callbacks=[report],
     )
     trainer.test(model, datamodule=dm)
@@ -164,12 +159,7 @@ def test_report_under_ddp_has_every_sample_once(ckpt, synth_root, tmp_path):
         callbacks=[EvalReport(output_dir=tmp_path / "ddp")],
     )
     trainer.test(model, datamodule=dm)
-    single = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
+    single = cpu_trainer(
         callbacks=[EvalReport(output_dir=tmp_path / "one")],
     )
     single.test(

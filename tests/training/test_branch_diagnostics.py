@@ -3,11 +3,10 @@ vector is always zero has no context in its decision; one whose face vector is z
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 
-from conftest import make_datamodule
+from conftest import cpu_trainer, make_datamodule
 from glamor_lightning.callbacks.branch_diagnostics import BranchDiagnostics, branch_effects, grad_norms
 from glamor_lightning.module import EmotionModule
 
@@ -23,12 +22,7 @@ def silence(encoder: torch.nn.Module) -> None:
 def validate(module: EmotionModule, synth_root) -> dict[str, float]:
     dm = make_datamodule(synth_root)
     module.bind_data(dm)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
+    trainer = cpu_trainer(
         callbacks=[BranchDiagnostics()],
     )
     return {k: float(v) for k, v in trainer.validate(module, datamodule=dm, verbose=False)[0].items()}
