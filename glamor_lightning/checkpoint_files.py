@@ -95,14 +95,13 @@ def file_kind(path: Path) -> str | None:
 
 
 def folder_error(path: Path) -> CheckpointError:
-    """The error for a folder given as a checkpoint: the .ckpt files in it (three levels down), if any."""
-    found = sorted({p for depth in ("", "*/", "*/*/", "*/*/*/") for p in path.glob(f"{depth}*.ckpt") if p.is_file()})
+    """The error for a folder given as a checkpoint: the .ckpt files in it (at any depth, e.g. all the runs
+    under `logs/`), if any, and the newest `last.ckpt` as the likely meant one."""
+    found = sorted(p for p in path.rglob("*.ckpt") if p.is_file())
     if not found:
         return CheckpointError(f"{path} is a folder, not a checkpoint file, and holds no .ckpt file; {EXPECTED}")
-    best = next(
-        (p for p in found if p.name == "last.ckpt" and p.parent.name == "checkpoints"),
-        next((p for p in found if p.name == "last.ckpt"), found[0]),
-    )
+    last = [p for p in found if p.name == "last.ckpt"] or found
+    best = max(last, key=lambda p: p.stat().st_mtime)
     listed = ", ".join(str(p.relative_to(path)) for p in found[:MAX_LISTED])
     more = f" … and {len(found) - MAX_LISTED} more" if len(found) > MAX_LISTED else ""
     return CheckpointError(

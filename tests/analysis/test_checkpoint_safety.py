@@ -220,3 +220,15 @@ def test_metric_states_may_be_missing_but_weights_may_not(ckpt, tmp_path):
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=r"1 missing key\(s\): net\.classifier\.3\.weight"):
         load_module(path)
+
+
+def test_a_logs_folder_points_to_its_newest_last_checkpoint(tmp_path):
+    """`make eval CKPT=logs`: the runs are four folders down; the newest last.ckpt is named."""
+    older = tmp_path / "logs/train/runs/a/checkpoints/last.ckpt"
+    newer = tmp_path / "logs/train/runs/b/checkpoints/last.ckpt"
+    for i, path in enumerate((older, newer)):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    with pytest.raises(CheckpointError, match=f"did you mean {re.escape(str(newer))}"):
+        read_checkpoint(tmp_path / "logs")
