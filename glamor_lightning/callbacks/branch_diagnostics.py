@@ -26,8 +26,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from glamor_lightning.models.glamor import GlamorNet
+
 #: the parts whose gradient norm is logged: the branches' (the face encoder; the context encoder and GLA)
-BRANCH_PARTS = ("face_encoder", "context_encoder", "attention")
+BRANCH_PARTS = tuple(part for parts in GlamorNet.BRANCH_PARTS.values() for part in parts)
 
 
 @torch.no_grad()

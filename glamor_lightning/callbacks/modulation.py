@@ -43,12 +43,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from glamor_lightning.callbacks.stages import StageScheduler
+from glamor_lightning.models.glamor import GlamorNet
 
 #: the optimiser parameter groups (`GlamorNet.PARTS`) of each branch
-BRANCH_PARTS: dict[str, tuple[str, ...]] = {
-    "face": ("face_encoder",),
-    "context": ("context_encoder", "attention"),
-}
+BRANCH_PARTS = GlamorNet.BRANCH_PARTS
 #: what setup asks for when the branch scores are missing or meaningless
 ENABLE_HINT = "set model.aux_heads=true model.aux_loss_weight=1.0 (or use callbacks=staged)"
 

@@ -104,15 +104,18 @@ class EmotionDataModule(L.LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Build the cache once (Lightning calls this on one process per node)."""
-        self._cache(self._read_rows(), progress=True)
+        """Build the cache once (Lightning calls this on one process per node), and keep it for this
+        process's `setup`: looking a cache up stats every image (`cache.image_identity`)."""
+        self.rows = self._read_rows()
+        self.cache = self._cache(self.rows, progress=True)
 
     def setup(self, stage: str | None = None) -> None:
         """Read the index, open (or build) the cache and split it once; on every call, check that the
         splits `stage` reads hold images (an error before any training, not a run on nothing)."""
-        if self.cache is None:
+        if self.cache is None:  # a process that did not prepare the data (DDP ranks > 0 of a node)
             self.rows = self._read_rows()
             self.cache = self._cache(self.rows, progress=False)
+        if not self.indices:
             indices = split_indices(self.rows, self.hparams.val_from, self.hparams.val_fraction, self.hparams.seed)
             self.indices = {split: self._keep(split, idx) for split, idx in indices.items()}
             log.info("data %s: %s", self.root, ", ".join(f"{k} {len(v)}" for k, v in self.indices.items()))

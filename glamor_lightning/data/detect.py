@@ -175,6 +175,8 @@ def detect_root(
         from glamor_lightning.data.mtcnn import FaceDetector
 
         detector = FaceDetector(device, threshold=threshold, min_face_size=min_face_size)
+    from glamor_lightning.data.mtcnn import has_pyramid  # torch: only when detecting
+
     min_side = getattr(detector, "min_face_size", min_face_size)
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     window = max(1, batch_size) * 4  # images read ahead and grouped by size
@@ -187,7 +189,7 @@ def detect_root(
             for entry, image in chunk:
                 if isinstance(image, str):
                     summary.errors[entry.path] = image
-                elif min(image.shape[:2]) < min_side:
+                elif not has_pyramid(image.shape[0], image.shape[1], min_side):  # as MTCNN itself decides
                     rows[entry.path] = FaceRow(entry.split, entry.path, entry.label, None, None, "none")
                     summary.no_face += 1
                     summary.too_small += 1

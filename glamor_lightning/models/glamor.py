@@ -80,6 +80,9 @@ class GlamorNet(nn.Module):
     PARTS: tuple[str, ...] = (
         "face_encoder", "context_encoder", "attention", "fusion", "classifier", "face_head", "context_head",
     )  # fmt: skip
+    #: The parts of each branch (the fusion, classifier and auxiliary heads belong to neither): what the
+    #: collapse diagnostics and gradient modulation measure and scale per branch.
+    BRANCH_PARTS: dict[str, tuple[str, ...]] = {"face": ("face_encoder",), "context": ("context_encoder", "attention")}
 
     def __init__(
         self,
