@@ -147,13 +147,9 @@ def module_from_checkpoint(
         {k: v for k, v in state.items() if k.startswith(NET_PREFIX)},
     )
     if problem:
-        arch = ", ".join(
-            f"{k}={hparams.get(k)!r}"
-            for k in ("backbone", "attention", "fusion", "inputs", "num_classes", "aux_heads")
-            if k in hparams
-        )
         raise CheckpointError(
-            f"{where}: the weights do not fit the architecture its hyper-parameters describe ({arch}): {problem}"
+            f"{where}: the weights do not fit the architecture its hyper-parameters describe "
+            f"({_architecture(hparams)}): {problem}"
         )
     extra = state_dict_mismatch(
         {k: v for k, v in own.items() if not k.startswith(NET_PREFIX)},
@@ -174,3 +170,32 @@ def load_module(
 ) -> EmotionModule:
     """Load an `EmotionModule` checkpoint safely (see the module docstring); in eval mode by default."""
     return module_from_checkpoint(read_checkpoint(path, map_location), str(path), map_location, eval_mode)
+
+
+#: parts of the net a weights-only start may lack in its source: the auxiliary heads start fresh then
+FRESH_PARTS = ("face_head.", "context_head.")
+
+
+def load_net_weights(module: EmotionModule, path: str | os.PathLike) -> list[str]:
+    """Start `module`'s net from the net weights of the checkpoint at `path` (fine-tuning: a weights-only start,
+    with this run's own optimiser, schedule and epoch count). The architecture must be the same; auxiliary
+    heads the source lacks keep their fresh weights (returned). Raises a CheckpointError naming what differs."""
+    source = load_module(path).net.state_dict()
+    own = module.net.state_dict()
+    fresh = [k for k in own if k.startswith(FRESH_PARTS) and k not in source]
+    problem = state_dict_mismatch({k: v for k, v in own.items() if k not in fresh}, source)
+    if problem:
+        raise CheckpointError(
+            f"{path}: its weights do not fit this run's model ({_architecture(module.hparams)}); set the model "
+            f"config to the checkpoint's architecture to start from it: {problem}"
+        )
+    module.net.load_state_dict(source, strict=False)
+    return sorted({k.split(".")[0] for k in fresh})
+
+
+def _architecture(hparams: Mapping[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={hparams.get(k)!r}"
+        for k in ("backbone", "attention", "fusion", "inputs", "num_classes", "aux_heads")
+        if k in hparams
+    )

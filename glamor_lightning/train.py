@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from glamor_lightning.data.index import check_data_root
+from glamor_lightning.errors import UserError
 from glamor_lightning.hydra_utils import CONF_DIR, format_metrics
 from glamor_lightning.preflight import check_checkpoint_path, report_user_errors
 
@@ -23,6 +24,13 @@ def preflight(cfg: DictConfig) -> None:
     check_data_root(cfg.data.root)
     if cfg.get("ckpt_path"):
         check_checkpoint_path(cfg.ckpt_path)
+    if cfg.get("init_from"):
+        check_checkpoint_path(cfg.init_from, "init_from")
+    if cfg.get("ckpt_path") and cfg.get("init_from"):
+        raise UserError(
+            "ckpt_path resumes a run (weights, optimiser, epoch) and init_from starts a new one from weights: "
+            "set one of them"
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -32,7 +40,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import torch
     from hydra.utils import instantiate
 
-    from glamor_lightning.checkpoints import read_checkpoint
+    from glamor_lightning.checkpoints import load_net_weights, read_checkpoint
     from glamor_lightning.hydra_utils import callbacks, finish_loggers, loggers
     from glamor_lightning.quiet import quiet_third_party_notes
 
@@ -43,6 +51,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     model = instantiate(cfg.model)
+    if cfg.get("init_from"):
+        fresh = load_net_weights(model, cfg.init_from)
+        log.info("Net weights from %s%s", cfg.init_from, f" ({', '.join(fresh)} fresh)" if fresh else "")
     datamodule = instantiate(cfg.data)
     model.bind_data(datamodule)
     quiet_third_party_notes()
