@@ -4,6 +4,7 @@ benchmarks/results/latest.json (+ a dated copy and latest.md). See docs/benchmar
     python -m benchmarks.run                 # everything (about 10 min on 2 CPU cores)
     python -m benchmarks.run --quick         # a smoke test (under a minute); results/quick/
     python -m benchmarks.run --only data,detect --backbones original
+    python -m benchmarks.run --only video    # frames/s of the video path (1 and 5 faces)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.common import FORMATS, PRECISIONS, REPO, Settings, Timing, log  # noqa: E402
 
-SECTIONS = ("flops", "model", "data", "full", "detect")
+SECTIONS = ("flops", "model", "data", "full", "detect", "video")
 SCHEMA = 1
 
 
@@ -168,6 +169,21 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
             doc["raw"][f"detect/{name}"] = det[name].to_dict()
         for k, v in det["latency"].items():
             doc["raw"][f"predict/latency/{k}"] = v.to_dict()
+    vid = raw.get("video")
+    if vid:
+        doc["video"] = {
+            **{k: vid[k] for k in ("frame_size", "batch_frames", "frames", "backbone")},
+            "clips": {
+                n: {
+                    "faces_found": c["faces_found"],
+                    **{k: c[k].median for k in ("detect_fps", "classify_fps", "end_to_end_fps")},
+                }
+                for n, c in vid["clips"].items()
+            },
+        }
+        for n, c in vid["clips"].items():
+            for k in ("detect_fps", "classify_fps", "end_to_end_fps"):
+                doc["raw"][f"video/{n}/{k}"] = c[k].to_dict()
     return doc
 
 
@@ -275,6 +291,23 @@ def table(doc: dict) -> str:
                 + " |"
             )
         lines.append("")
+    if "video" in doc:
+        v = doc["video"]
+        w, h = v["frame_size"]
+        lines += [
+            "## Video (`glamor predict` on a video)",
+            "",
+            f"Frames/s on {w}×{h} clips ({v['backbone']}; {v['batch_frames']} frames per detection and model batch):",
+            "",
+            "| faces | found per frame | detection frames/s | classification frames/s | end to end frames/s |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for n, c in v["clips"].items():
+            lines.append(
+                f"| {n} | {min(c['faces_found'])} | {_f(c['detect_fps'])} | {_f(c['classify_fps'])} | "
+                f"{_f(c['end_to_end_fps'])} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -356,6 +389,10 @@ def run(args: argparse.Namespace) -> dict:
             from benchmarks import detection
 
             raw["detect"] = detection.run(root, s, args.predict_backbone)
+        if "video" in sections:
+            from benchmarks import video
+
+            raw["video"] = video.run(s, args.predict_backbone)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -33,6 +33,17 @@ def fraction(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A number above 0 (frames per second, seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def int_at_least(low: int, why: str = ""):
     """An argparse `type` for whole numbers ≥ `low` (`why` is added to the message of a smaller one)."""
 

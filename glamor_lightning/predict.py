@@ -164,6 +164,25 @@ class Predictor:
         """All faces of one image (a path or an HxWx3 uint8 RGB array), most confident first."""
         return self.predict_many([image], attention=attention)[0]
 
+    def predict_video(
+        self,
+        path: str | os.PathLike,
+        stride: int | None = None,
+        fps: float | None = None,
+        smoothing: str = "ema:0.5",
+        memory_s: float = 2.0,
+        batch_frames: int = 8,
+    ):
+        """Every face of a video, tracked: a `glamor_lightning.video.VideoStream` to iterate, one
+        `FrameResult` (frame index, time, tracked faces with smoothed and raw probabilities) per sampled
+        frame: every `stride`-th frame, or `fps` frames per second (default every frame). It streams (holds
+        at most `batch_frames` frames); `smoothing` is `ema:ALPHA`, `window:N` or `off`; a face away for at
+        most `memory_s` seconds keeps its track id. See docs/video.md."""
+        from glamor_lightning.video import Sampling, Smoothing, VideoStream
+
+        sampling = Sampling(stride=stride, fps=fps)
+        return VideoStream(self, path, sampling, Smoothing.parse(smoothing), memory_s, batch_frames)
+
     def predict_many(
         self, images: Sequence[np.ndarray | str | os.PathLike], attention: bool = False
     ) -> list[list[FacePrediction]]:
