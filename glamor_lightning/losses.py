@@ -35,7 +35,25 @@ def true_class_mass(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return probs.gather(1, target[:, None]).sum()
 
 
-def head_losses(out: GlamorOutput, target: torch.Tensor, heads: Sequence[str] = LOSSES) -> dict[str, torch.Tensor]:
-    """Cross-entropy (in fp32) of each of `heads` (names in `LOSSES`) that the model has."""
+def head_losses(
+    out: GlamorOutput, target: torch.Tensor, heads: Sequence[str] = LOSSES, residual_context: bool = False
+) -> dict[str, torch.Tensor]:
+    """Cross-entropy (in fp32) of each of `heads` (names in `LOSSES`) that the model has.
+
+    `residual_context`: the context head's loss is that of its product with the face head, the face head's
+    log-probabilities detached (`residual_logits`), so the context branch learns what the face does not tell."""
     logits = {name: getattr(out, HEAD_LOGITS[name]) for name in heads}
+    if residual_context and logits.get("context") is not None and out.face_logits is not None:
+        logits["context"] = residual_logits(out.context_logits, out.face_logits)
     return {name: F.cross_entropy(x.float(), target) for name, x in logits.items() if x is not None}
+
+
+def residual_logits(logits: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of the product of experts softmax(logits) x softmax(known), `known` detached.
+
+    Trained through this product, a head gets (almost) no gradient from the samples that `known` already
+    classifies with confidence and learns the residual: what `known` gets wrong or is unsure of. This is the
+    product-of-experts training of Clark et al. (EMNLP 2019, "Don't take the easy way out") and He et al.
+    (2019, "Unlearn dataset bias ... by fitting the residual"), with the face head as the known expert: it
+    stops the context branch from re-learning what the face already tells (docs/training.md)."""
+    return known.detach().float().log_softmax(dim=1) + logits.float().log_softmax(dim=1)

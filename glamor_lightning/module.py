@@ -20,6 +20,9 @@ from glamor_lightning.losses import LOSSES, gate_negentropy, head_losses, true_c
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
 from glamor_lightning.schedules import make_schedule, planned_epochs
 
+#: `optimizer` choices: SGD with momentum (the authors'), or AdamW (`momentum` and `nesterov` unused).
+OPTIMIZERS = ("sgd", "adamw")
+
 # (face uint8 NHWC, context uint8 NHWC, label, row of the data root's faces.csv)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -35,7 +38,7 @@ class EmotionModule(L.LightningModule):
 
     Every argument is a plain value and is saved as a hyper-parameter, so
     `EmotionModule.load_from_checkpoint(path)` rebuilds the model with no config at hand.
-    Optimiser: SGD with momentum, one parameter group per top-level part of the net (named after
+    Optimiser: SGD with momentum (or AdamW), one parameter group per top-level part of the net (named after
     it: `GlamorNet.PARTS`), so that `callbacks.stages.StageScheduler` can freeze and re-open parts;
     schedule by name (see `schedules.make_schedule`), over the epochs the trainer will train
     (`schedules.planned_epochs`: max_epochs, or fewer when max_steps ends the run first).
@@ -49,8 +52,11 @@ class EmotionModule(L.LightningModule):
 
     Remedies for a fusion gate that shuts one branch out (all off by default; docs/training.md):
     `aux_loss_weight` adds the auxiliary heads' losses to every step with this weight (needs
-    `aux_heads`); `modality_dropout`, `fusion_temperature` and `fusion_floor` are `GlamorNet`'s;
-    `gate_entropy` adds the gate's negative entropy (`gate_negentropy`) times this weight to the loss.
+    `aux_heads`); `residual_context` trains the auxiliary context head through its product with the
+    (detached) face head (`losses.residual_logits`), so the context branch learns what the face does not
+    tell; `modality_dropout`, `modality_dropout_guide`, `fusion_temperature` and `fusion_floor` are
+    `GlamorNet`'s; `gate_entropy` adds the gate's negative entropy (`gate_negentropy`) times this weight to
+    the loss. `optimizer`: `sgd` (with `momentum`, `nesterov`) or `adamw` (`OPTIMIZERS`).
     `compile`: False, True (inductor) or a `torch.compile` backend name (`aot_eager`, `eager`, ...);
     the net is compiled in place in `configure_model`, so checkpoint keys do not change.
     """
@@ -86,6 +92,9 @@ class EmotionModule(L.LightningModule):
         fusion_temperature: float = 1.0,
         fusion_floor: float = 0.0,
         gate_entropy: float = 0.0,
+        optimizer: str = "sgd",
+        residual_context: bool = False,
+        modality_dropout_guide: bool = False,
     ) -> None:
         super().__init__()
         # plain tuples, not Hydra's ListConfig: checkpoints stay loadable with weights_only=True
@@ -105,6 +114,7 @@ class EmotionModule(L.LightningModule):
             bn_momentum=bn_momentum,
             aux_heads=bool(aux_heads) and inputs == "both",
             modality_dropout=modality_dropout,
+            modality_dropout_guide=modality_dropout_guide,
             fusion_temperature=fusion_temperature,
             fusion_floor=fusion_floor,
         )
@@ -117,6 +127,15 @@ class EmotionModule(L.LightningModule):
             raise ValueError(
                 f"gate_entropy regularises the fusion net's gate; fusion={fusion!r} has none: set gate_entropy=0"
             )
+        if residual_context and not self.net.has_aux_heads:
+            raise ValueError(
+                "residual_context trains the auxiliary context head through its product with the face head: "
+                "set aux_heads=true (a model with both branches), or residual_context=false"
+            )
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+        if optimizer == "adamw" and nesterov:
+            raise ValueError("nesterov is SGD's: set nesterov=false with optimizer=adamw")
         self.class_names = list(class_names)
         #: what the model's inputs are (`data.contract`): the defaults until `bind_data` or a checkpoint sets it
         self.data_contract = DataContract(mask_face=self.net.masks_face, class_names=class_names)
@@ -200,7 +219,7 @@ class EmotionModule(L.LightningModule):
         """The batch through the model: the losses of `heads` (`head_losses`), the targets and the output."""
         face, context, target = batch[:3]
         out = self(face, context)
-        return head_losses(out, target, heads), target, out
+        return head_losses(out, target, heads, self.hparams.get("residual_context", False)), target, out
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         losses, target, out = self._step(batch, LOSSES)
@@ -288,9 +307,12 @@ class EmotionModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.SGD(
-            self.param_groups(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
-        )
+        if hp.get("optimizer", "sgd") == "adamw":
+            optimizer = torch.optim.AdamW(self.param_groups(), lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(
+                self.param_groups(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
+            )
         scheduler = make_schedule(
             optimizer,
             hp.lr_schedule,

@@ -43,7 +43,7 @@ TITLES = {
 FIXED = {
     "2": ["caer_net_s", "paper_caer_s"],
     "3": ["caer_net_s_ncaer_s", "paper_ncaer_s"],
-    "collapse": ["table4_face", "table4_both_gla", "collapse_md30", "collapse_md30_aux50"],
+    "collapse": ["table4_face", "table4_both_gla", "collapse_md30", "collapse_md30_aux50", "collapse_residual"],
 }
 INPUT_ORDER = ("face", "context", "context_visible", "both")
 ATTENTION_ORDER = ("none", "standard", "gla")

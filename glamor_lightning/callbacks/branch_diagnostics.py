@@ -10,6 +10,11 @@ classifier only), and per epoch this callback logs
   `val/acc` minus the first is what the context adds;
 - `val/context_flip`: the share of validation predictions that change when v_c is zeroed: 0 means the
   context has no say in the decision, whatever its gate weight;
+- `val/acc_context_other_face` (GLA only): the accuracy of the fused head with v_f zeroed and v_c attended
+  under the face of an image of another class (GLA's guide taken from the next such image of the batch).
+  GLA's attention is computed from v_f, so v_c can carry the face's own expression through *where* it
+  looks: a context branch that reads the scene keeps much of `val/acc_without_face` here, one that echoes
+  the face falls below chance, as the echo now names the other image's class (docs/training.md);
 
 and at every training step the gradient norm that reaches each branch (`train/grad_norm_face_encoder`,
 `train/grad_norm_context_encoder`, `train/grad_norm_attention`, epoch means, after any gradient
@@ -27,6 +32,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from glamor_lightning.models.glamor import GlamorNet
+from glamor_lightning.module import to_float_nchw
 
 #: the parts whose gradient norm is logged: the branches' (the face encoder; the context encoder and GLA)
 BRANCH_PARTS = tuple(part for parts in GlamorNet.BRANCH_PARTS.values() for part in parts)
@@ -50,6 +56,36 @@ def branch_effects(
         "val/acc_without_face": (no_face == target).float().mean(),
         "val/context_flip": (no_context != intact).float().mean(),
     }
+
+
+def other_class_partners(target: torch.Tensor) -> torch.Tensor | None:
+    """For each sample, the index of the next sample (cyclically) of another class; None when all share one.
+    Loaders keep a split's order, which is often by class: a mere shift would pair a face with its own class."""
+    n = len(target)
+    partner = torch.full_like(target, -1)
+    for shift in range(1, n):
+        other = target.roll(-shift) != target
+        fill = (partner < 0) & other
+        partner[fill] = (torch.arange(n, device=target.device)[fill] + shift) % n
+        if (partner >= 0).all():
+            return partner
+    return None
+
+
+@torch.no_grad()
+def context_under_other_face(
+    net: GlamorNet, v_f: torch.Tensor, context: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor | None:
+    """Accuracy of the fused head on the context alone (v_f zeroed) when GLA is guided by the face of an image
+    of another class (`other_class_partners`), in fp32: what the context vector tells once it cannot echo its
+    own face (an echo now points to the wrong class). None for a batch of one class."""
+    partner = other_class_partners(target)
+    if partner is None:
+        return None
+    with torch.autocast(context.device.type, enabled=False):
+        v_c, _ = net.attention(v_f.float()[partner], net.context_encoder(context.float()))
+        decision = net.decide(torch.zeros_like(v_f, dtype=torch.float32), v_c)[0].argmax(dim=1)
+    return (decision == target).float().mean()
 
 
 def grad_norms(optimizer: torch.optim.Optimizer, parts: tuple[str, ...] = BRANCH_PARTS) -> dict[str, float]:
@@ -85,6 +121,18 @@ class BranchDiagnostics(Callback):
         target = batch[2]
         for name, value in branch_effects(pl_module.net, out.face_vector, out.context_vector, target).items():
             pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=len(target), sync_dist=True)
+        if pl_module.net.attention_reads_face:
+            context = to_float_nchw(batch[1], pl_module.hparams.channels_last)
+            other = context_under_other_face(pl_module.net, out.face_vector, context, target)
+            # logged for every batch, a one-class batch with weight 0: every DDP rank logs the same keys
+            pl_module.log(
+                "val/acc_context_other_face",
+                other if other is not None else torch.zeros((), device=target.device),
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(target) if other is not None else 0,
+                sync_dist=True,
+            )
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer

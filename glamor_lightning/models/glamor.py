@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from .attention import ATTENTIONS, create_attention
 from .encoders import create_encoder
 from .fusion import FUSIONS, create_fusion
-from .modality_dropout import drop_modalities
+from .modality_dropout import apply_masks, keep_masks
 
 #: Input settings of the paper's Table 4.
 INPUTS: tuple[str, ...] = ("face", "context", "context_visible", "both")
@@ -58,6 +58,9 @@ class GlamorNet(nn.Module):
             on them. Needs `inputs='both'`.
         modality_dropout: in training, the share of samples that lose one whole branch (face or
             context, zeroed before the fusion; `models.modality_dropout`). Needs `inputs='both'`.
+        modality_dropout_guide: a sample whose face modality dropout drops loses it as GLA's guide too
+            (the guide is zeroed), so the context vector cannot echo the face it lacks. Needs
+            `modality_dropout` > 0 and `attention='gla'`.
         fusion_temperature, fusion_floor: gate regularisation of `fusion='fusion_net'`
             (`models.fusion.FusionNet`); 1 and 0 are the paper's gate.
 
@@ -101,6 +104,7 @@ class GlamorNet(nn.Module):
         modality_dropout: float = 0.0,
         fusion_temperature: float = 1.0,
         fusion_floor: float = 0.0,
+        modality_dropout_guide: bool = False,
     ) -> None:
         super().__init__()
         _check_setting(inputs, attention, fusion, num_classes)
@@ -116,13 +120,19 @@ class GlamorNet(nn.Module):
             )
         if not 0.0 <= modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        if modality_dropout_guide and not (modality_dropout and attention == "gla"):
+            raise ValueError(
+                "modality_dropout_guide drops a dropped face from GLA's guide: it needs modality_dropout > 0 "
+                f"(got {modality_dropout}) and attention='gla' (got '{attention}'); or set modality_dropout_guide=false"
+            )
         self.inputs = inputs
         self.modality_dropout = float(modality_dropout)
+        self.modality_dropout_guide = bool(modality_dropout_guide)
         self.config = dict(
             backbone=backbone, attention=attention, fusion=fusion, inputs=inputs, num_classes=num_classes,
             gla_batchnorm=gla_batchnorm, hidden=hidden, dropout=dropout, bn_momentum=bn_momentum,
             aux_heads=aux_heads, modality_dropout=modality_dropout, fusion_temperature=fusion_temperature,
-            fusion_floor=fusion_floor,
+            fusion_floor=fusion_floor, modality_dropout_guide=modality_dropout_guide,
         )  # fmt: skip
         has_context = inputs != "face"
         has_face = not has_context or inputs == "both" or attention == "gla"
@@ -165,32 +175,45 @@ class GlamorNet(nn.Module):
         return self.face_encoder is not None
 
     @property
+    def attention_reads_face(self) -> bool:
+        """Whether the context attention is guided by the face vector (GLA): v_c then depends on v_f."""
+        return self.uses_context and self.config["attention"] == "gla"
+
+    @property
     def uses_context(self) -> bool:
         """Whether `forward` reads the context image."""
         return self.context_encoder is not None
 
-    def features(self, face: Tensor | None, context: Tensor | None) -> GlamorFeatures:
-        """Branch vectors and attention map; images are float [B, 3, H, W] in [0, 1], any size."""
+    def features(self, face: Tensor | None, context: Tensor | None, guide_keep: Tensor | None = None) -> GlamorFeatures:
+        """Branch vectors and attention map; images are float [B, 3, H, W] in [0, 1], any size.
+        `guide_keep` [B, 1] (bool): the samples whose face guides the attention (the others get a zero guide)."""
         v_f = v_c = None
         if self.face_encoder is not None:
             v_f = self.face_encoder(_need(face, "face")).mean(dim=(2, 3))
         if self.context_encoder is None:
             attn = v_f.new_ones(v_f.shape[0], 1, 1)
         else:
-            v_c, attn = self.attention(v_f, self.context_encoder(_need(context, "context")))
+            guide = v_f if guide_keep is None or v_f is None else v_f * guide_keep.to(v_f.dtype)
+            v_c, attn = self.attention(guide, self.context_encoder(_need(context, "context")))
         return GlamorFeatures(v_f, v_c, attn)
 
     def forward(self, face: Tensor | None, context: Tensor | None) -> GlamorOutput:
         """face [B, 3, 96, 96], context [B, 3, 112, 112] (float in [0, 1]; other sizes work too).
         An input the setting does not use may be None."""
-        v_f, v_c, attn = self.features(face, context)
+        dropping = self.training and self.modality_dropout > 0
+        masks = self._keep_masks(face) if dropping and self.modality_dropout_guide else None
+        v_f, v_c, attn = self.features(face, context, masks[0] if masks else None)
         face_logits = self.face_head(v_f) if self.face_head is not None else None
         context_logits = self.context_head(v_c) if self.context_head is not None else None
         kept = v_f, v_c
-        if self.training and self.modality_dropout:  # the auxiliary heads always see their branch
-            v_f, v_c = drop_modalities(v_f, v_c, self.modality_dropout)
+        if dropping:  # the auxiliary heads always see their branch
+            # drawn here unless the guide needs them first: the random stream of earlier runs stays the same
+            v_f, v_c = apply_masks(v_f, v_c, *(masks or self._keep_masks(face)))
         logits, weights = self.decide(v_f, v_c)
         return GlamorOutput(logits, attn, weights, face_logits, context_logits, *kept)
+
+    def _keep_masks(self, face: Tensor) -> tuple[Tensor, Tensor]:
+        return keep_masks(face.shape[0], self.modality_dropout, face.device)
 
     def decide(self, v_f: Tensor | None, v_c: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """The fused prediction from the branch vectors: (logits, fusion weights or None). The collapse

@@ -10,6 +10,12 @@ With probability `p` a sample loses one branch, the face or the context with equ
 zeroing its vector before the fusion; the kept branch is not rescaled, so evaluation (no dropout) sees the
 vectors at their training scale. It draws from torch's global generator, which the `StepSeed` callback
 reseeds per step, so runs stay reproducible and resumable.
+
+With Global-Local Attention the face also reaches the context vector: GLA's attention is guided by v_f,
+so *where* it looks can carry the face's own expression, and a context branch can learn that echo instead
+of reading the scene (docs/training.md). Zeroing v_f at the fusion leaves the echo in v_c, and then
+rewards it: the fused head must decide from v_c alone and the echo is the easiest signal there.
+`GlamorNet(modality_dropout_guide=True)` therefore drops a dropped face from GLA's guide as well.
 """
 
 from __future__ import annotations
@@ -32,5 +38,9 @@ def drop_modalities(v_f: Tensor, v_c: Tensor, p: float) -> tuple[Tensor, Tensor]
         raise ValueError(f"modality_dropout must be in [0, 1), got {p}")
     if p == 0.0:
         return v_f, v_c
-    keep_face, keep_context = keep_masks(v_f.shape[0], p, v_f.device)
+    return apply_masks(v_f, v_c, *keep_masks(v_f.shape[0], p, v_f.device))
+
+
+def apply_masks(v_f: Tensor, v_c: Tensor, keep_face: Tensor, keep_context: Tensor) -> tuple[Tensor, Tensor]:
+    """v_f, v_c with the samples that `keep_masks` drops zeroed."""
     return v_f * keep_face.to(v_f.dtype), v_c * keep_context.to(v_c.dtype)

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from glamor_lightning.losses import gate_negentropy
+from glamor_lightning.losses import gate_negentropy, head_losses, residual_logits
 from glamor_lightning.models.fusion import FusionNet, create_fusion
-from glamor_lightning.models.glamor import GlamorNet
+from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
 from glamor_lightning.models.modality_dropout import drop_modalities
 from glamor_lightning.module import EmotionModule
 
@@ -43,6 +43,28 @@ def test_modality_dropout_drops_whole_vectors_and_keeps_the_other_branch_at_scal
     v_f, v_c = torch.ones(1000, 4), torch.full((1000, 4), 2.0)
     d_f, d_c = drop_modalities(v_f, v_c, 0.5)
     assert set(d_f.unique().tolist()) == {0.0, 1.0} and set(d_c.unique().tolist()) == {0.0, 2.0}
+
+
+def test_modality_dropout_guide_drops_a_dropped_face_from_glas_guide_too():
+    torch.manual_seed(0)
+    seen = {}
+    for guide in (False, True):
+        net = GlamorNet(modality_dropout=0.5, modality_dropout_guide=guide).train()
+        net.attention.register_forward_pre_hook(lambda module, args: seen.update(guide=args[0]))
+        net.fusion.register_forward_pre_hook(lambda module, args: seen.update(fused=args[0]))
+        net(torch.rand(200, 3, 16, 16), torch.rand(200, 3, 16, 16))
+        guide_gone, face_gone = (seen["guide"] == 0).all(dim=1), (seen["fused"] == 0).all(dim=1)
+        assert face_gone.sum() > 20  # p/2 of 200
+        assert torch.equal(guide_gone, face_gone) if guide else not guide_gone.any()
+        net.eval()(torch.rand(50, 3, 16, 16), torch.rand(50, 3, 16, 16))
+        assert not (seen["guide"] == 0).all(dim=1).any()  # never in eval
+
+
+def test_modality_dropout_guide_needs_dropout_and_gla():
+    with pytest.raises(ValueError, match="needs modality_dropout > 0"):
+        GlamorNet(modality_dropout_guide=True)
+    with pytest.raises(ValueError, match="attention='gla' \\(got 'none'\\)"):
+        GlamorNet(attention="none", modality_dropout=0.3, modality_dropout_guide=True)
 
 
 def test_modality_dropout_needs_two_branches():
@@ -89,3 +111,39 @@ def test_aux_loss_weight_counts_the_auxiliary_heads_in_every_step():
     }
     with pytest.raises(ValueError, match="set aux_heads=true"):
         EmotionModule(aux_loss_weight=0.5)
+
+
+def test_residual_context_loss_learns_only_what_the_face_head_does_not_tell():
+    target = torch.tensor([0, 0])
+    face = torch.tensor([[12.0, 0.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)  # sure and right; unsure
+    context = torch.zeros(2, 3, requires_grad=True)
+    out = GlamorOutput(torch.zeros(2, 3), torch.ones(2, 1, 1), None, face, context)
+    losses = head_losses(out, target, ("context",), residual_context=True)
+    losses["context"].backward()
+    assert face.grad is None  # the face head is the known expert: detached
+    sure, unsure = context.grad.norm(dim=1).tolist()
+    assert sure < 1e-4 and unsure > 0.1  # the face already explains sample 0: nothing left to learn there
+    plain = head_losses(out, target, ("context",))["context"]
+    assert plain.item() == pytest.approx(math.log(3))  # off: the context head's own cross-entropy
+
+
+def test_residual_logits_are_the_product_of_experts():
+    a, b = torch.randn(4, 7), torch.randn(4, 7)
+    product = (a.softmax(1) * b.softmax(1)).div((a.softmax(1) * b.softmax(1)).sum(1, keepdim=True))
+    assert torch.allclose(residual_logits(a, b).softmax(1), product, atol=1e-6)
+
+
+def test_residual_context_needs_the_auxiliary_heads():
+    assert EmotionModule(aux_heads=True, aux_loss_weight=1.0, residual_context=True).hparams.residual_context
+    with pytest.raises(ValueError, match="set aux_heads=true"):
+        EmotionModule(residual_context=True)
+
+
+def test_optimizer_choice_builds_sgd_or_adamw_and_refuses_others():
+    assert isinstance(EmotionModule().configure_optimizers()["optimizer"], torch.optim.SGD)
+    adamw = EmotionModule(optimizer="adamw", lr=1e-3, weight_decay=0.05).configure_optimizers()["optimizer"]
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.05
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adamw; got 'adam'"):
+        EmotionModule(optimizer="adam")
+    with pytest.raises(ValueError, match="set nesterov=false"):
+        EmotionModule(optimizer="adamw", nesterov=True)

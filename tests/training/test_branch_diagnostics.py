@@ -3,11 +3,19 @@ vector is always zero has no context in its decision; one whose face vector is z
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from conftest import cpu_trainer, make_datamodule
-from glamor_lightning.callbacks.branch_diagnostics import BranchDiagnostics, branch_effects, grad_norms
+from glamor_lightning.callbacks.branch_diagnostics import (
+    BranchDiagnostics,
+    branch_effects,
+    context_under_other_face,
+    grad_norms,
+    other_class_partners,
+)
 from glamor_lightning.module import EmotionModule
 
 
@@ -19,8 +27,20 @@ def silence(encoder: torch.nn.Module) -> None:
         last_bn.bias.zero_()
 
 
-def validate(module: EmotionModule, synth_root) -> dict[str, float]:
-    dm = make_datamodule(synth_root)
+def calibrate_batchnorm(net: torch.nn.Module, face: torch.Tensor, context: torch.Tensor) -> None:
+    """Give an untrained net's BatchNorms the statistics of one batch (their defaults shrink every feature to
+    almost nothing in eval mode), then put it in eval mode."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: after one batch, that batch's statistics
+    with torch.no_grad():
+        net.train()(face, context)
+    net.eval()
+
+
+def validate(module: EmotionModule, synth_root, **data) -> dict[str, float]:
+    dm = make_datamodule(synth_root, **data)
     module.bind_data(dm)
     trainer = cpu_trainer(
         callbacks=[BranchDiagnostics()],
@@ -80,3 +100,44 @@ def test_gradient_norms_per_branch_and_zero_for_a_frozen_part():
     expected = torch.stack([p.grad.norm() for p in module.net.face_encoder.parameters()]).norm()
     assert norms["face_encoder"] == pytest.approx(float(expected), rel=1e-5)
     assert norms["context_encoder"] > 0 and norms["attention"] == 0.0
+
+
+def test_other_class_partners_pair_each_sample_with_the_next_of_another_class():
+    assert other_class_partners(torch.tensor([0, 0, 1, 1, 2])).tolist() == [2, 2, 4, 4, 0]
+    assert other_class_partners(torch.tensor([3, 3, 3])) is None
+
+
+def test_context_under_another_face_guides_gla_with_a_face_of_another_class():
+    torch.manual_seed(3)
+    net = EmotionModule(channels_last=False).net
+    context = torch.rand(16, 3, 64, 64)
+    calibrate_batchnorm(net, torch.rand(16, 3, 32, 32), context)
+    v_f = 5 * torch.randn(16, net.attention.face_dim)  # distinct faces (an untrained encoder barely tells them apart)
+    target = torch.arange(16) % 4  # partners: the next sample
+    with torch.no_grad():
+        fmap = net.context_encoder(context)
+
+        def context_alone(guide: torch.Tensor) -> torch.Tensor:
+            return net.decide(torch.zeros_like(v_f), net.attention(guide, fmap)[0])[0].argmax(dim=1)
+
+        other, own = context_alone(v_f.roll(-1, dims=0)), context_alone(v_f)
+    assert (other != own).any()  # the guide matters to GLA: the check below can tell the two apart
+    measured = float(context_under_other_face(net, v_f, context, target))
+    assert measured == pytest.approx(float((other == target).float().mean()))
+    assert measured != pytest.approx(float((own == target).float().mean()))
+    assert context_under_other_face(net, v_f, context, torch.zeros(16, dtype=torch.long)) is None
+
+
+def test_the_other_face_check_is_logged_for_gla_only(module, synth_root):
+    assert "val/acc_context_other_face" in validate(module, synth_root)
+    torch.manual_seed(0)
+    plain = EmotionModule(fusion="add", attention="none", channels_last=False)
+    assert "val/acc_context_other_face" not in validate(plain, synth_root)
+
+
+def test_one_class_batches_count_nothing_in_the_other_face_check(module, synth_root):
+    labels = make_datamodule(synth_root).dataset("val").labels
+    assert (labels[:3] == labels[0]).all() and (labels[3:6] == labels[3]).all()  # in class order, 3 per class
+    alone = validate(module, synth_root, eval_batch_size=3)["val/acc_context_other_face"]
+    assert math.isnan(alone)  # every batch one class: nothing to measure, and nothing breaks
+    assert 0.0 <= validate(module, synth_root, eval_batch_size=6)["val/acc_context_other_face"] <= 1.0

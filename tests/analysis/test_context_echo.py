@@ -1,0 +1,27 @@
+"""`python -m glamor_lightning.analysis.context_echo`: the context read under the image's own face and under
+another class's face, on a real checkpoint and SynthCAER test split."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import fit_checkpoint
+from glamor_lightning.analysis.context_echo import GUIDES, main
+from glamor_lightning.analysis.synth_breakdown import GROUPS
+
+
+def test_context_echo_prints_a_row_per_guide_with_every_group(tiny_ckpt, capsys):
+    assert main([str(tiny_ckpt)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {tiny_ckpt} |")]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert [c[1] for c in cells] == list(GUIDES)
+    for c in cells:
+        assert len(c) == 3 + len(GROUPS)
+        assert 0.0 <= float(c[2]) <= 100.0  # all images; a group without images shows "-"
+        assert all(re.fullmatch(r"-|\d+\.\d", x) for x in c[3:])
+
+
+def test_context_echo_refuses_a_model_whose_attention_is_not_face_guided(synth_root, tmp_path, capsys):
+    ckpt = fit_checkpoint(synth_root, tmp_path / "no_attention.ckpt", attention="none")
+    assert main([str(ckpt)]) == 2
+    assert "not guided by the face (attention='gla' only)" in capsys.readouterr().err
