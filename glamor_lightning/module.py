@@ -219,7 +219,7 @@ class EmotionModule(L.LightningModule):
         """The batch through the model: the losses of `heads` (`head_losses`), the targets and the output."""
         face, context, target = batch[:3]
         out = self(face, context)
-        return head_losses(out, target, heads, self.hparams.get("residual_context", False)), target, out
+        return head_losses(out, target, heads, self.hparams.residual_context), target, out
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         losses, target, out = self._step(batch, LOSSES)
@@ -307,7 +307,7 @@ class EmotionModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        if hp.get("optimizer", "sgd") == "adamw":
+        if hp.optimizer == "adamw":
             optimizer = torch.optim.AdamW(self.param_groups(), lr=hp.lr, weight_decay=hp.weight_decay)
         else:
             optimizer = torch.optim.SGD(

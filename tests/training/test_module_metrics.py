@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from conftest import make_datamodule
+from conftest import cpu_trainer, make_datamodule
 from glamor_lightning.callbacks.report import EvalReport
 from glamor_lightning.data.classes import CLASSES
 from glamor_lightning.module import EmotionModule
@@ -29,16 +29,7 @@ class EpochLR(Callback):
 
 
 def _trainer(**kw) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        precision="32-true",
-        **kw,
-    )
+    return cpu_trainer(enable_checkpointing=False, precision="32-true", **kw)
 
 
 def _cosine(epochs: int) -> list[float]:
