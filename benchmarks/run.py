@@ -5,6 +5,7 @@ benchmarks/results/latest.json (+ a dated copy and latest.md). See docs/benchmar
     python -m benchmarks.run --quick         # a smoke test (under a minute); results/quick/
     python -m benchmarks.run --only data,detect --backbones original
     python -m benchmarks.run --only video    # frames/s of the video path (1 and 5 faces)
+    python -m benchmarks.run --only contention  # training beside a fixed CPU load, per OpenMP wait policy
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.common import FORMATS, PRECISIONS, REPO, Settings, Timing, log  # noqa: E402
 
-SECTIONS = ("flops", "model", "data", "full", "detect", "video")
+SECTIONS = ("flops", "model", "data", "full", "detect", "video", "contention")
 SCHEMA = 1
 
 
@@ -165,6 +166,22 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
             "detect_ms": {k: 1000.0 / v.median for k, v in det["detect"].items()},
             "classify_ms": {b: {k: 1000.0 / v.median for k, v in d.items()} for b, d in det["classify"].items()},
         }
+        if det.get("latency_full"):  # the same photos at full resolution (latency_ms: with detect_max_side)
+            full = {k: 1000.0 / v.median for k, v in det["latency_full"].items()}
+            detect_full = {k: 1000.0 / v.median for k, v in det["detect_full"].items()}
+            mean_ms = lambda ms: sum(ms.values()) / len(ms)  # noqa: E731
+            doc["detection"].update(
+                detect_max_side=det["detect_max_side"],
+                faces_found_full=det["faces_found_full"],
+                latency_full_ms=full,
+                detect_full_ms=detect_full,
+                latency_speedup={k: full[k] / lat[k] for k in lat if k in full},
+                # MTCNN on the photos one at a time, averaged over them: with the bound and at full resolution
+                photo_detect_ips=1000.0 / mean_ms(doc["detection"]["detect_ms"]),
+                photo_detect_full_ips=1000.0 / mean_ms(detect_full),
+            )
+            for k, v in det["latency_full"].items():
+                doc["raw"][f"predict/latency_full/{k}"] = v.to_dict()
         for name in ("batch1_ips", "batched_ips"):
             doc["raw"][f"detect/{name}"] = det[name].to_dict()
         for k, v in det["latency"].items():
@@ -173,6 +190,7 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
     if vid:
         doc["video"] = {
             **{k: vid[k] for k in ("frame_size", "batch_frames", "frames", "backbone")},
+            "detect_max_side": vid.get("detect_max_side"),
             "clips": {
                 n: {
                     "faces_found": c["faces_found"],
@@ -184,6 +202,8 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
         for n, c in vid["clips"].items():
             for k in ("detect_fps", "classify_fps", "end_to_end_fps"):
                 doc["raw"][f"video/{n}/{k}"] = c[k].to_dict()
+    if raw.get("contention"):
+        doc["contention"] = raw["contention"]
     return doc
 
 
@@ -271,25 +291,42 @@ def table(doc: dict) -> str:
     if "detection" in doc:
         d = doc["detection"]
         w, h = d["image_size"]
+        full = "latency_full_ms" in d
         lines += [
             "## Face detection and prediction",
             "",
             f"MTCNN on {w}×{h} images: {_f(d['batch1_ips'])} img/s one at a time, {_f(d['batched_ips'])} img/s "
             f"in batches of {d['batch']} ({_f(d['batched_speedup'], 2)}×).",
             "",
-            f"Prediction latency on a 1024×512 photo (`Predictor.predict`, {d['predict_backbone']}):",
+        ]
+        if full:
+            lines += [
+                f"MTCNN on the 1024×512 photos, one at a time: {_f(d['photo_detect_ips'])} img/s searched at a "
+                f"longest side of {d['detect_max_side']} (`glamor predict`), {_f(d['photo_detect_full_ips'])} img/s "
+                f"at full resolution ({_f(d['photo_detect_ips'] / d['photo_detect_full_ips'], 2)}×).",
+                "",
+            ]
+        bound = f"; faces searched at a longest side of {d['detect_max_side']}, and at full resolution" if full else ""
+        cols = ["faces", "found", "end to end ms", "detection ms"]
+        if full:
+            cols += ["found (full res.)", "end to end ms (full res.)", "detection ms (full res.)"]
+        cols += [f"classify ms ({b})" for b in d["classify_ms"]]
+        lines += [
+            f"Prediction latency on a 1024×512 photo (`Predictor.predict`, {d['predict_backbone']}{bound}):",
             "",
-            "| faces | found | end to end ms | detection ms | "
-            + " | ".join(f"classify ms ({b})" for b in d["classify_ms"])
-            + " |",
-            "|---:|---:|---:|---:|" + "---:|" * len(d["classify_ms"]),
+            "| " + " | ".join(cols) + " |",
+            "|" + "---:|" * len(cols),
         ]
         for k in d["latency_ms"]:
-            lines.append(
-                f"| {k} | {d['faces_found'][k]} | {_f(d['latency_ms'][k], 0)} | {_f(d['detect_ms'][k], 0)} | "
-                + " | ".join(_f(c.get(k), 1) for c in d["classify_ms"].values())
-                + " |"
-            )
+            cells = [k, str(d["faces_found"][k]), _f(d["latency_ms"][k], 0), _f(d["detect_ms"][k], 0)]
+            if full:
+                cells += [
+                    str(d["faces_found_full"].get(k, "–")),
+                    _f(d["latency_full_ms"].get(k), 0),
+                    _f(d["detect_full_ms"].get(k), 0),
+                ]
+            cells += [_f(c.get(k), 1) for c in d["classify_ms"].values()]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if "video" in doc:
         v = doc["video"]
@@ -297,7 +334,9 @@ def table(doc: dict) -> str:
         lines += [
             "## Video (`glamor predict` on a video)",
             "",
-            f"Frames/s on {w}×{h} clips ({v['backbone']}; {v['batch_frames']} frames per detection and model batch):",
+            f"Frames/s on {w}×{h} clips ({v['backbone']}; {v['batch_frames']} frames per detection and model batch"
+            + (f"; detection at a longest side of at most {v['detect_max_side']}" if v.get("detect_max_side") else "")
+            + "):",
             "",
             "| faces | found per frame | detection frames/s | classification frames/s | end to end frames/s |",
             "|---:|---:|---:|---:|---:|",
@@ -306,6 +345,23 @@ def table(doc: dict) -> str:
             lines.append(
                 f"| {n} | {min(c['faces_found'])} | {_f(c['detect_fps'])} | {_f(c['classify_fps'])} | "
                 f"{_f(c['end_to_end_fps'])} |"
+            )
+        lines.append("")
+    if "contention" in doc:
+        c = doc["contention"]
+        lines += [
+            "## Training beside a CPU load",
+            "",
+            f"The original model's training step (bf16-mixed, channels-last, batch {c['batch']}, {c['steps']} steps, "
+            f"model only) alone and beside {c['busy_threads']} single-threaded busy loops on {c['cores']} cores:",
+            "",
+            "| OpenMP wait policy | alone img/s | loaded img/s | slowdown | fair share | slowdown / fair |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, p in c["policies"].items():
+            lines.append(
+                f"| {name} | {_f(p['alone_ips'])} | {_f(p['loaded_ips'])} | {p['slowdown']:.2f}× | "
+                f"{p['fair_slowdown']:.2f}× | {p['over_fair']:.2f} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -393,6 +449,13 @@ def run(args: argparse.Namespace) -> dict:
             from benchmarks import video
 
             raw["video"] = video.run(s, args.predict_backbone)
+        if "contention" in sections:
+            if device.type == "cpu":
+                from benchmarks import contention
+
+                raw["contention"] = contention.run(s)
+            else:
+                log("contention: a CPU-training figure, skipped on a GPU device")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

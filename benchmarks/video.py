@@ -2,7 +2,8 @@
 
 Two clips written here (MJPG AVI, 640×360, 25 frames/s): one person, and five people in a row (crops of
 skimage's astronaut moving 2 pixels a frame, 10 frames out and back). Per clip, in frames per second of the video:
-- detection: MTCNN on batches of 8 frames (`FaceDetector.detect`, as `VideoStream` runs it);
+- detection: MTCNN on batches of 8 frames (`FaceDetector.detect`, as `VideoStream` runs it, with the bound
+  `glamor predict` uses for videos: `predict.VIDEO_DETECT_MAX_SIDE`);
 - classification: every face of 8 frames in one model batch, boxes known (`stream.classify_batch`),
   untrained weights of the chosen backbone (the cost does not depend on them);
 - end to end: `VideoStream` over the file: decoding, detection, ByteTrack, classification, smoothing.
@@ -49,15 +50,22 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
 
 def run(s: Settings, backbone: str = "mobilenetv2") -> dict:
     from glamor_lightning.data.mtcnn import FaceDetector
-    from glamor_lightning.predict import Predictor
+    from glamor_lightning.predict import VIDEO_DETECT_MAX_SIDE, Predictor
     from glamor_lightning.video.stream import VideoStream, classify_batch
 
     n_frames = BATCH if s.quick else 4 * BATCH
-    detector = FaceDetector(device=s.device)
+    detector = FaceDetector(device=s.device, max_side=VIDEO_DETECT_MAX_SIDE)  # as `glamor predict` on videos
     predictor = Predictor(
         make_module(backbone, channels_last=False, device=s.device).eval(), s.device, detector=detector
     )
-    out: dict = {"frame_size": list(SIZE), "batch_frames": BATCH, "frames": n_frames, "backbone": backbone, "clips": {}}
+    out: dict = {
+        "frame_size": list(SIZE),
+        "batch_frames": BATCH,
+        "frames": n_frames,
+        "backbone": backbone,
+        "detect_max_side": VIDEO_DETECT_MAX_SIDE,
+        "clips": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for n_faces in (1, 5):
             frames = clip_frames(n_faces, n_frames)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
@@ -56,7 +56,9 @@ class EmotionModule(L.LightningModule):
     (detached) face head (`losses.residual_logits`), so the context branch learns what the face does not
     tell; `modality_dropout`, `modality_dropout_guide`, `fusion_temperature` and `fusion_floor` are
     `GlamorNet`'s; `gate_entropy` adds the gate's negative entropy (`gate_negentropy`) times this weight to
-    the loss. `optimizer`: `sgd` (with `momentum`, `nesterov`) or `adamw` (`OPTIMIZERS`).
+    the loss. `optimizer`: `sgd` (with `momentum`, `nesterov`) or `adamw` (`OPTIMIZERS`). `lr_scale`:
+    per-part learning-rate multipliers by part name (e.g. `{context_encoder: 3}`), to let a slow branch
+    learn faster.
     `compile`: False, True (inductor) or a `torch.compile` backend name (`aot_eager`, `eager`, ...);
     the net is compiled in place in `configure_model`, so checkpoint keys do not change.
     """
@@ -95,10 +97,12 @@ class EmotionModule(L.LightningModule):
         optimizer: str = "sgd",
         residual_context: bool = False,
         modality_dropout_guide: bool = False,
+        lr_scale: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         # plain tuples, not Hydra's ListConfig: checkpoints stay loadable with weights_only=True
         lr_milestones, class_names = tuple(int(m) for m in lr_milestones), tuple(map(str, class_names))
+        lr_scale = {str(k): float(v) for k, v in (lr_scale or {}).items()}  # a plain dict, as above
         self.save_hyperparameters()
         self.net = GlamorNet(
             backbone=backbone,
@@ -132,6 +136,11 @@ class EmotionModule(L.LightningModule):
                 "residual_context trains the auxiliary context head through its product with the face head: "
                 "set aux_heads=true (a model with both branches), or residual_context=false"
             )
+        parts = [name for name, _ in self.net.named_children()]
+        if unknown := sorted(set(lr_scale) - set(parts)):
+            raise ValueError(f"lr_scale names {unknown}: this model's parts are {parts}")
+        if bad := {k: v for k, v in lr_scale.items() if not v > 0}:
+            raise ValueError(f"lr_scale multipliers must be > 0, got {bad}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
         if optimizer == "adamw" and nesterov:
@@ -339,12 +348,17 @@ class EmotionModule(L.LightningModule):
         return max(1, epochs)
 
     def param_groups(self) -> list[dict]:
-        """One optimiser parameter group per top-level part of the net, named after it."""
+        """One optimiser parameter group per top-level part of the net, named after it; a part named in
+        `lr_scale` learns at `lr` times its multiplier (the schedule scales every group alike)."""
         groups = []
+        scale = self.hparams.get("lr_scale") or {}
         for name, child in self.net.named_children():
             params = [p for p in child.parameters() if p.requires_grad]
             if params:
-                groups.append({"params": params, "name": name})
+                group = {"params": params, "name": name}
+                if name in scale:
+                    group["lr"] = self.hparams.lr * scale[name]
+                groups.append(group)
         grouped = {id(p) for g in groups for p in g["params"]}
         missed = [n for n, p in self.named_parameters() if p.requires_grad and id(p) not in grouped]
         if missed:

@@ -30,6 +30,15 @@ from glamor_lightning.data.transforms import PairTransform
 
 Box = tuple[float, float, float, float]
 
+#: longest side, in pixels, MTCNN searches a photo or video frame at when predicting (larger ones are shrunk
+#: for detection, boxes mapped back): chosen by `make bench` (benchmarks/detection.py, latency with and
+#: without the bound). Change it here; `glamor predict --detect-max-side` defaults to it.
+DETECT_MAX_SIDE = 640
+#: the same for video frames (`Predictor.predict_video`, `glamor predict` on videos): lower, since a video's
+#: frames are many and its faces rarely small: on 640×360 frames with five faces, 480 took 0.7× the
+#: detection time of full resolution, with the same faces and boxes within 4 px (make bench, docs/video.md)
+VIDEO_DETECT_MAX_SIDE = 480
+
 
 @dataclass
 class FacePrediction:
@@ -74,12 +83,24 @@ class Predictor:
         module: a trained `EmotionModule` (put in eval mode here).
         device: where the model and MTCNN run.
         threshold: minimum MTCNN confidence of a face, in (0, 1].
-        min_face_size: smallest face MTCNN looks for, in pixels (≥ 1; a smaller image has no face).
-        detector: a ready `FaceDetector` (else one is made).
+        min_face_size: smallest face MTCNN looks for, in pixels of the image it searches (≥ 1; a smaller
+            image has no face).
+        detect_max_side: longest side MTCNN searches an image at (`FaceDetector.max_side`): a larger photo
+            or frame is shrunk for detection (faster) and the boxes mapped back, so its smallest face found
+            grows by the ratio (`FaceDetector.smallest_face`). None or 0: full resolution.
+        detector: a ready `FaceDetector` (else one is made; then the three settings above are its own).
+        video_detect_max_side: the same for video frames (`video_detector`: the same MTCNN at this bound).
     """
 
     def __init__(
-        self, module, device: str | torch.device = "cpu", threshold: float = 0.9, min_face_size: int = 20, detector=None
+        self,
+        module,
+        device: str | torch.device = "cpu",
+        threshold: float = 0.9,
+        min_face_size: int = 20,
+        detector=None,
+        detect_max_side: int | None = DETECT_MAX_SIDE,
+        video_detect_max_side: int | None = VIDEO_DETECT_MAX_SIDE,
     ) -> None:
         from glamor_lightning.data.mtcnn import FaceDetector
 
@@ -88,7 +109,11 @@ class Predictor:
         #: the model's inputs: sizes, masking and class names (`glamor_lightning.data.contract`)
         self.contract = module.data_contract
         self.classes = list(self.contract.class_names)
-        self.detector = detector or FaceDetector(device=self.device, threshold=threshold, min_face_size=min_face_size)
+        self.detector = detector or FaceDetector(
+            device=self.device, threshold=threshold, min_face_size=min_face_size, max_side=detect_max_side or None
+        )
+        #: the detector of video frames: `detector` at `video_detect_max_side`
+        self.video_detector = self.detector.bounded(video_detect_max_side or None)
         self._transform = PairTransform(train=False, crop_size=self.contract.crop_size)
 
     @classmethod
@@ -98,12 +123,19 @@ class Predictor:
         device: str | torch.device = "cpu",
         threshold: float = 0.9,
         min_face_size: int = 20,
+        detect_max_side: int | None = DETECT_MAX_SIDE,
+        video_detect_max_side: int | None = VIDEO_DETECT_MAX_SIDE,
     ) -> Predictor:
         """Load a checkpoint safely (weights only, see `glamor_lightning.checkpoints`)."""
         from glamor_lightning.checkpoints import load_module
 
         return cls(
-            load_module(path, map_location="cpu"), device=device, threshold=threshold, min_face_size=min_face_size
+            load_module(path, map_location="cpu"),
+            device=device,
+            threshold=threshold,
+            min_face_size=min_face_size,
+            detect_max_side=detect_max_side,
+            video_detect_max_side=video_detect_max_side,
         )
 
     @property
@@ -113,8 +145,18 @@ class Predictor:
 
     @property
     def min_face_size(self) -> int:
-        """The smallest face MTCNN looks for, in pixels."""
+        """The smallest face MTCNN looks for, in pixels of the image it searches (see `detect_max_side`)."""
         return self.detector.min_face_size
+
+    @property
+    def detect_max_side(self) -> int | None:
+        """The longest side MTCNN searches an image at (None: full resolution)."""
+        return self.detector.max_side
+
+    @property
+    def video_detect_max_side(self) -> int | None:
+        """The longest side MTCNN searches a video frame at (None: full resolution)."""
+        return self.video_detector.max_side
 
     def face_inputs(self, image: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
         """What the model sees of the face at `box` of an RGB uint8 image: the face crop (face_size²) and

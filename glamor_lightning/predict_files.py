@@ -71,6 +71,13 @@ def no_face_message(predictor: Predictor, image: np.ndarray) -> str:
     """Why an image has no face: too small to hold one of `min_face_size`, or none found confidently."""
     h, w = image.shape[:2]
     if not predictor.detector.searchable(image):
+        sh, sw = predictor.detector.searched_size(h, w)
+        if (sh, sw) != (h, w):
+            return (
+                f"no face: the image ({w}x{h} pixels) is searched at {sw}x{sh} (--detect-max-side "
+                f"{predictor.detect_max_side}), smaller than the smallest face looked for (--min-face-size "
+                f"{predictor.min_face_size}); set --detect-max-side 0 or lower --min-face-size to search it"
+            )
         return (
             f"no face: the image ({w}x{h} pixels) is smaller than the smallest face looked for "
             f"(--min-face-size {predictor.min_face_size}); lower --min-face-size to search it"
@@ -86,6 +93,7 @@ def image_record(path: Path, image: np.ndarray, predictor: Predictor, faces: Seq
         "height": int(image.shape[0]),
         "threshold": predictor.threshold,
         "min_face_size": predictor.min_face_size,
+        "detect_max_side": predictor.detect_max_side,
         "order": FACE_ORDER,
         "faces": [{"number": k, **f.to_dict()} for k, f in enumerate(faces, start=1)],
     }

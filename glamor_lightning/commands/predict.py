@@ -41,6 +41,19 @@ def smoothing_spec(text: str) -> str:
     return text
 
 
+def detect_max_side(text: str) -> int:
+    """0 (full resolution) or a longest side of at least 12 pixels (MTCNN's smallest window)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 (full resolution) or a whole number of at least 12, got {text!r}"
+        ) from None
+    if value != 0 and value < 12:
+        raise argparse.ArgumentTypeError(f"must be 0 (full resolution) or at least 12 pixels, got {value}")
+    return value
+
+
 def _report_image(r) -> None:
     if r.error:
         print(f"glamor predict: skipped {r.error}", file=sys.stderr)
@@ -52,18 +65,30 @@ def _report_image(r) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from glamor_lightning.predict import Predictor
+    from glamor_lightning.predict import DETECT_MAX_SIDE, VIDEO_DETECT_MAX_SIDE, Predictor
     from glamor_lightning.predict_files import output_names, predict_image
     from glamor_lightning.video.inputs import split_inputs
     from glamor_lightning.video.outputs import predict_video_file
     from glamor_lightning.video.reader import Sampling
     from glamor_lightning.video.smoothing import Smoothing
 
+    max_side = DETECT_MAX_SIDE if args.detect_max_side is None else args.detect_max_side
+    video_max_side = VIDEO_DETECT_MAX_SIDE if args.detect_max_side is None else args.detect_max_side
+    if max_side and max_side < args.min_face_size:
+        raise ValueError(
+            f"--detect-max-side {max_side} is below --min-face-size {args.min_face_size}: "
+            "no face would fit; raise it or give 0 (full resolution)"
+        )
     images, videos = split_inputs(args.inputs, recursive=args.recursive)
     if not images and not videos:
         raise FileNotFoundError(f"no image or video files in {', '.join(args.inputs)}")
     predictor = Predictor.from_checkpoint(
-        args.ckpt, device=_device(args.device), threshold=args.threshold, min_face_size=args.min_face_size
+        args.ckpt,
+        device=_device(args.device),
+        threshold=args.threshold,
+        min_face_size=args.min_face_size,
+        detect_max_side=max_side,
+        video_detect_max_side=video_max_side,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +138,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--min-face-size",
         type=positive_int,
         default=20,
-        help="smallest face to look for, pixels, at least 1 (default 20)",
+        help="smallest face to look for, in pixels of the image searched (see --detect-max-side), at least 1; "
+        "default 20",
+    )
+    p.add_argument(
+        "--detect-max-side",
+        type=detect_max_side,
+        metavar="N",
+        help="look for faces in photos and video frames whose longest side exceeds N pixels in a copy shrunk to "
+        "N, boxes mapped back (0: full resolution; default: DETECT_MAX_SIDE for photos and "
+        "VIDEO_DETECT_MAX_SIDE for videos, in glamor_lightning/predict.py, chosen by `make bench`). Trades the "
+        "smallest face found for speed: MTCNN's cost grows with the pixels searched, and --min-face-size counts "
+        "in the shrunk copy, so at N=640 a 1920-wide photo's smallest face is 60 px",
     )
     p.add_argument("--attention", action="store_true", help="also write an attention figure per face (images)")
     p.add_argument("--recursive", action="store_true", help="look for images and videos in sub-folders too")

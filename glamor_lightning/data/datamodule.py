@@ -15,6 +15,7 @@ from glamor_lightning.data.device_augment import DeviceAugment, PassThrough
 from glamor_lightning.data.geometry import CONTEXT_SIZE, CROP_SIZE, FACE_SIZE
 from glamor_lightning.data.index import INDEX_NAME, FaceRow, check_data_root, read_index
 from glamor_lightning.data.resumable import ResumableDataLoader
+from glamor_lightning.data.reveal import ContextReveal, check_reveal
 from glamor_lightning.data.sampler import EpochSampler
 from glamor_lightning.data.splits import check_folders, check_stage_splits, split_indices
 from glamor_lightning.data.transforms import AUGMENT_BACKENDS, make_pair_transform
@@ -40,6 +41,11 @@ class EmotionDataModule(L.LightningDataModule):
     batch, rank). Validation and test batches are centre-cropped on the CPU in both cases. Kept while
     the performance issue measures whether it pays on a GPU (on the H200 it was slower than `cpu` for
     two of three backbones).
+
+    `context_reveal` > 0 (with `context_reveal_epochs`): a curriculum in which that share of training
+    contexts shows the face in the first epoch, falling linearly to none at `context_reveal_epochs`
+    (`reveal.ContextReveal`; a second cache of unmasked contexts is built for it). Validation and test
+    contexts are always masked as the model's setting says.
     """
 
     def __init__(
@@ -65,8 +71,11 @@ class EmotionDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         augment_on: str = "cpu",
         augment_backend: str = "opencv",
+        context_reveal: float = 0.0,
+        context_reveal_epochs: int = 0,
     ) -> None:
         super().__init__()
+        check_reveal(context_reveal, context_reveal_epochs)
         context_size = (int(context_size[0]), int(context_size[1]))  # plain values in checkpoints
         if no_face not in NO_FACE_POLICIES:
             raise ValueError(f"no_face={no_face!r}; expected one of {NO_FACE_POLICIES}")
@@ -78,6 +87,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.root = Path(root)
         self.mask_face = mask_face
         self.cache: PackedCache | None = None
+        self.visible_cache: PackedCache | None = None  # unmasked contexts, for context_reveal
         self.rows: list[FaceRow] = []
         self.indices: dict[str, np.ndarray] = {}
         self.skipped: dict[str, int] = {}
@@ -97,17 +107,34 @@ class EmotionDataModule(L.LightningDataModule):
         h, w = self.hparams.context_size
         return CacheSpec(self.hparams.face_size, h, w, True if self.mask_face is None else self.mask_face)
 
-    def _cache(self, rows: list[FaceRow], progress: bool) -> PackedCache:
+    def _cache(self, rows: list[FaceRow], progress: bool, spec: CacheSpec | None = None) -> PackedCache:
         cache_dir = Path(self.hparams.cache_dir) if self.hparams.cache_dir else None
         return ensure_cache(
-            self.root, rows, self._spec(), cache_dir, workers=self.hparams.cache_workers, progress=progress
+            self.root, rows, spec or self._spec(), cache_dir, workers=self.hparams.cache_workers, progress=progress
         )
+
+    def _reveals(self) -> bool:
+        """Whether training uses the context-reveal curriculum (refused where contexts are not masked)."""
+        if not self.hparams.get("context_reveal", 0.0):
+            return False
+        if not self._spec().mask_face:
+            raise ValueError(
+                "data.context_reveal reveals the masked face, but these contexts are not masked "
+                "(model.inputs=context_visible or data.mask_face=false): set data.context_reveal=0"
+            )
+        return True
+
+    def _visible_cache(self, progress: bool) -> PackedCache:
+        h, w = self.hparams.context_size
+        return self._cache(self.rows, progress, CacheSpec(self.hparams.face_size, h, w, mask_face=False))
 
     def prepare_data(self) -> None:
         """Build the cache once (Lightning calls this on one process per node), and keep it for this
         process's `setup`: looking a cache up stats every image (`cache.image_identity`)."""
         self.rows = self._read_rows()
         self.cache = self._cache(self.rows, progress=True)
+        if self._reveals():
+            self.visible_cache = self._visible_cache(progress=True)
 
     def setup(self, stage: str | None = None) -> None:
         """Read the index, open (or build) the cache and split it once; on every call, check that the
@@ -115,6 +142,8 @@ class EmotionDataModule(L.LightningDataModule):
         if self.cache is None:  # a process that did not prepare the data (DDP ranks > 0 of a node)
             self.rows = self._read_rows()
             self.cache = self._cache(self.rows, progress=False)
+        if self.visible_cache is None and self._reveals():
+            self.visible_cache = self._visible_cache(progress=False)
         if not self.indices:
             indices = split_indices(self.rows, self.hparams.val_from, self.hparams.val_fraction, self.hparams.seed)
             self.indices = {split: self._keep(split, idx) for split, idx in indices.items()}
@@ -160,8 +189,11 @@ class EmotionDataModule(L.LightningDataModule):
         assert self.cache is not None, "call setup() first"
         train = stage == "train"
         hp = self.hparams
+        reveal = None
+        if train and self.visible_cache is not None:
+            reveal = ContextReveal(self.visible_cache.contexts, hp.context_reveal, hp.context_reveal_epochs, hp.seed)
         if train and self.device_augment is not None:  # augmented batch-wise after the transfer
-            return PackedDataset(self.cache, self.indices[stage], PassThrough())
+            return PackedDataset(self.cache, self.indices[stage], PassThrough(), reveal)
         transform = make_pair_transform(
             hp.get("augment_backend", "opencv"),
             train=train and hp.augment,
@@ -170,7 +202,7 @@ class EmotionDataModule(L.LightningDataModule):
             rotate_limit=hp.rotate_limit,
             seed=hp.seed,
         )
-        return PackedDataset(self.cache, self.indices[stage], transform)
+        return PackedDataset(self.cache, self.indices[stage], transform, reveal)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -163,6 +163,7 @@ def predict_video_file(
         "track_memory_s": memory_s,
         "threshold": predictor.threshold,
         "min_face_size": predictor.min_face_size,
+        "detect_max_side": predictor.video_detect_max_side,
         "classes": list(stream.classes),
         "stopped": frames.stopped,
         "seconds": round(seconds, 3),

@@ -61,7 +61,7 @@ class VideoStream:
     """Iterate over the `FrameResult`s of one video (see the module docstring).
 
     Args:
-        predictor: a `glamor_lightning.predict.Predictor` (its detector, model and data contract).
+        predictor: a `glamor_lightning.predict.Predictor` (its video detector, model and data contract).
         path: the video file; a file that is no readable video raises `BadVideoError` here.
         sampling: which frames (default every frame).
         smoothing: per-track smoothing (default `ema:0.5`).
@@ -99,7 +99,7 @@ class VideoStream:
 
     def _process(self, chunk: list[Frame]) -> list[FrameResult]:
         started = time.perf_counter()
-        detections = self.predictor.detector.detect([f.rgb for f in chunk])
+        detections = self.predictor.video_detector.detect([f.rgb for f in chunk])
         self.detect_seconds += time.perf_counter() - started
         tracked = []  # per frame: [(detection, track id)]
         for dets in detections:

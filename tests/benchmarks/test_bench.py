@@ -164,12 +164,25 @@ def test_make_bench_quick_subprocess(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Model-only training" in proc.stdout and "Face detection" in proc.stdout
+    assert "Training beside a CPU load" in proc.stdout
     doc = json.loads((tmp_path / "latest.json").read_text())
+    policies = doc["contention"]["policies"]
+    assert set(policies) == {"spin (OpenMP's default)", "passive", "spin 10,000", "spin 1,000"}
+    assert all(_positive(p["alone_ips"]) and _positive(p["loaded_ips"]) for p in policies.values())
     _check_required(doc)
     assert doc["backbones"]["original"]["params"] == 2_158_602
     assert _positive(doc["backbones"]["original"]["forward_gflops_per_image"])
     assert _positive(doc["peak"]["fp32_gflops"]) and _positive(doc["peak"]["bf16_gflops"])
     det = doc["detection"]
     assert _positive(det["batch1_ips"]) and _positive(det["batched_ips"])
-    assert det["faces_found"] == {"1": 1, "4": 4, "8": 8}  # MTCNN finds every tiled face
+    assert det["faces_found"] == {"1": 1, "5": 5, "8": 8}  # MTCNN finds every tiled face
     assert all(_positive(v) for v in det["latency_ms"].values())
+
+
+def test_fair_share_of_the_cores():
+    from benchmarks.contention import fair_slowdown
+
+    assert fair_slowdown(threads=2, busy=2, cores=2) == pytest.approx(2.0)  # the case
+    assert fair_slowdown(threads=1, busy=2, cores=2) == pytest.approx(1.5)  # 1 thread gets 2/3 of a core
+    assert fair_slowdown(threads=2, busy=0, cores=2) == pytest.approx(1.0)
+    assert fair_slowdown(threads=4, busy=4, cores=8) == pytest.approx(1.0)  # room for everyone

@@ -147,3 +147,24 @@ def test_optimizer_choice_builds_sgd_or_adamw_and_refuses_others():
         EmotionModule(optimizer="adam")
     with pytest.raises(ValueError, match="set nesterov=false"):
         EmotionModule(optimizer="adamw", nesterov=True)
+
+
+def test_lr_scale_gives_a_part_its_own_learning_rate_through_the_schedule():
+    from glamor_lightning.schedules import make_schedule
+
+    module = EmotionModule(lr=0.01, lr_scale={"context_encoder": 3.0, "attention": 2.0})
+    optimizer = torch.optim.SGD(module.param_groups(), lr=module.hparams.lr, momentum=0.9)
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["context_encoder"] == pytest.approx(0.03) and lrs["attention"] == pytest.approx(0.02)
+    assert lrs["face_encoder"] == lrs["fusion"] == pytest.approx(0.01)
+    schedule = make_schedule(optimizer, "cosine", 0.01, max_epochs=4)
+    schedule.step(), schedule.step()  # half way: cosine at 1/2
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["context_encoder"] == pytest.approx(0.015) and lrs["face_encoder"] == pytest.approx(0.005)
+
+
+def test_lr_scale_refuses_unknown_parts_and_non_positive_multipliers():
+    with pytest.raises(ValueError, match=r"lr_scale names \['context'\]: this model's parts are .*context_encoder"):
+        EmotionModule(lr_scale={"context": 3.0})
+    with pytest.raises(ValueError, match="must be > 0"):
+        EmotionModule(lr_scale={"context_encoder": 0.0})

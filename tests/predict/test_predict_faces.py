@@ -183,3 +183,22 @@ def test_the_predictor_takes_its_geometry_and_classes_from_the_data_contract(syn
     assert torch.equal(contexts[0], torch.from_numpy(full[8:72, 21:85]))  # centre 64x64 crop
     (face,) = predictor.classify(astronaut, [box], attention=True)
     assert list(face.probabilities) == list(module.data_contract.class_names)
+
+
+def test_detector_runs_mtcnn_channels_last_with_facenets_own_boxes(astronaut):
+    """Channels-last MTCNN networks (for speed) find exactly what facenet-pytorch's own MTCNN finds."""
+    from facenet_pytorch import MTCNN
+
+    detector = FaceDetector(threshold=0.9)
+    for net in (detector.mtcnn.pnet, detector.mtcnn.rnet, detector.mtcnn.onet):
+        assert net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = MTCNN(keep_all=True, min_face_size=20, post_process=False, select_largest=False)
+    scene = np.concatenate([cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)] * 3, axis=1)
+    for image in (astronaut, scene):
+        boxes, probs = plain.detect(image)
+        ours = FaceDetector(threshold=0.9).detect([image])[0]
+        expected = sorted((tuple(b), p) for b, p in zip(boxes, probs) if p >= 0.9)
+        assert len(ours) == len(expected) > 0
+        for d, (b, p) in zip(sorted(ours, key=lambda d: d.box), expected):
+            np.testing.assert_allclose(d.box, b, atol=1e-2)
+            assert d.score == pytest.approx(p, abs=1e-5)

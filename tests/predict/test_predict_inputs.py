@@ -53,6 +53,18 @@ def test_predict_writes_no_face_for_a_too_small_image_and_goes_on(tiny_ckpt, tmp
     assert len(json.loads((out / "astronaut.json").read_text())["faces"]) == 1
 
 
+def test_a_strip_too_thin_once_bounded_says_so_and_names_the_bound(tiny_ckpt, tmp_path):
+    photos = tmp_path / "photos"
+    strip = cv2.resize(astronaut(), (2048, 30), interpolation=cv2.INTER_AREA)  # searched at 640 x 9
+    write_image(photos / "strip.png", strip)
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt", str(tiny_ckpt), str(photos), "--out", str(out), "--device", "cpu"]) == 0
+    record = json.loads((out / "strip.json").read_text())
+    assert record["detect_max_side"] == 640 and record["faces"] == []
+    assert "searched at 640x9 (--detect-max-side 640)" in record["message"]
+    assert "--detect-max-side 0" in record["message"]
+
+
 @pytest.mark.parametrize(
     "argv, argument, problem",
     [

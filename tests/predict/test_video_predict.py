@@ -134,6 +134,7 @@ def test_glamor_predict_writes_csv_json_and_annotated_video(tiny_ckpt, crossing,
     record = json.loads((out / "crossing.json").read_text())
     summary = record["summary"]
     assert record["sampled_fps"] == 5.0 and record["smoothing"] == "ema:0.3" and record["stopped"] is None
+    assert record["threshold"] == 0.9 and record["min_face_size"] == 20 and record["detect_max_side"] == 480
     assert summary["frames_sampled"] == 9 and [t["track_id"] for t in summary["tracks"]] == [1, 2]
     for t in summary["tracks"]:
         mine = [r for r in rows if r["track_id"] == str(t["track_id"])]

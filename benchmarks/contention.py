@@ -1,0 +1,127 @@
+"""Training beside a fixed CPU load: how much it slows down, against the fair share of the cores.
+
+A user runs two things at once (two trainings side by side, a build, a browser). On a 2-core machine a
+training whose torch threads spin-wait at every parallel region collapses when one of them is
+descheduled: the issue measured 4.5× beside two single-threaded busy loops, where the fair share of the
+cores predicts 2×. This section measures it: the same training steps (the original backbone, batch 32,
+the training defaults bf16-mixed + channels-last, model only) in a fresh process, alone and then beside
+`cores` busy loops (each a single-threaded Python `while True`), for each OpenMP wait policy.
+
+Fair share: T torch threads beside K busy threads on C cores get C·T/(T+K) cores where they had
+min(T, C) alone, so the fair slowdown is min(T, C)·(T+K)/(C·T) (2× for T = K = C = 2). A slowdown near
+it means the training shares the cores; far above it, it collapses.
+
+Each measurement runs in its own process because OpenMP reads its environment once, when torch loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from benchmarks.common import REPO, Settings, log
+
+#: the environments compared: OpenMP as torch ships it (libgomp: a waiting thread spins about 300,000 times
+#: before it sleeps), PASSIVE (it sleeps at once) and shorter spins (GOMP_SPINCOUNT)
+POLICIES = {
+    "spin (OpenMP's default)": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None},
+    "spin 10,000": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "10000"},
+    "spin 1,000": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "1000"},
+}
+
+
+def fair_slowdown(threads: int, busy: int, cores: int) -> float:
+    """The slowdown a training of `threads` threads should see beside `busy` busy threads on `cores`."""
+    alone = min(threads, cores)
+    loaded = cores * threads / (threads + busy) if threads + busy > cores else alone
+    return alone / loaded
+
+
+def _worker(steps: int, batch: int, threads: int | None) -> None:
+    """Time `steps` training steps (after 3 untimed) and print images/s as JSON (in the subprocess)."""
+    import torch
+
+    from benchmarks.common import TrainStep, make_module, random_batch
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    step = TrainStep(make_module("original", channels_last=True, device=device), "bf16-mixed", device)
+    face, context, target = random_batch(batch, device)
+    for _ in range(3):
+        step(face, context, target)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(face, context, target)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"ips": steps * batch / seconds, "threads": torch.get_num_threads()}))
+
+
+def _run_worker(env_over: dict, steps: int, batch: int) -> dict:
+    env = dict(os.environ)
+    for k, v in env_over.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.contention", "--worker", str(steps), str(batch)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _busy_loops(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def run(s: Settings) -> dict:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    steps = 4 if s.quick else 40
+    busy = cores
+    out: dict = {"cores": cores, "busy_threads": busy, "steps": steps, "batch": s.batch, "policies": {}}
+    for name, env_over in POLICIES.items():
+        alone = _run_worker(env_over, steps, s.batch)
+        load = _busy_loops(busy)
+        try:
+            time.sleep(0.5)  # the loops are running before the training starts
+            loaded = _run_worker(env_over, steps, s.batch)
+        finally:
+            for p in load:
+                p.kill()
+                p.wait()
+        threads = alone["threads"]
+        fair = fair_slowdown(threads, busy, cores)
+        slowdown = alone["ips"] / loaded["ips"]
+        out["policies"][name] = {
+            "alone_ips": alone["ips"],
+            "loaded_ips": loaded["ips"],
+            "threads": threads,
+            "slowdown": slowdown,
+            "fair_slowdown": fair,
+            "over_fair": slowdown / fair,
+        }
+        log(
+            f"contention {name:22s} alone {alone['ips']:6.1f} img/s, beside {busy} busy threads "
+            f"{loaded['ips']:6.1f} img/s: {slowdown:.2f}x (fair share {fair:.2f}x)"
+        )
+    return out
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:
+        _worker(int(sys.argv[2]), int(sys.argv[3]), None)
+    else:
+        import torch
+
+        print(json.dumps(run(Settings.make(torch.device("cpu"))), indent=1))
