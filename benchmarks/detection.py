@@ -64,7 +64,7 @@ def run(root: Path, s: Settings, predict_backbone: str = "mobilenetv2") -> dict:
     from glamor_lightning.predict import DETECT_MAX_SIDE, Predictor
 
     detector = FaceDetector(device=s.device)  # full resolution, as `glamor prepare detect`
-    bounded = FaceDetector(device=s.device, max_side=DETECT_MAX_SIDE)  # as `glamor predict`
+    bounded = detector.bounded(DETECT_MAX_SIDE)  # the same MTCNN, as `glamor predict` searches photos
     n = 2 if s.quick else 8
     images = root_images(root, n)
     one = measure(lambda: [detector.detect([im]) for im in images], n, s)
