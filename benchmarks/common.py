@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+# the training step `make bench` times is the one `trainer.precision=auto` times: one definition
+from glamor_lightning.precision_choice import TrainStep, has_amx, processor_name, random_batch  # noqa: F401 (re-exported)
 
 BATCH = 32
 BACKBONES = ("original", "mobilenetv2", "resnet18")
@@ -162,10 +164,6 @@ def measure_interleaved(
 
 
 # -- the training step ------------------------------------------------------------------------------
-def autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-
-
 def make_module(backbone: str, channels_last: bool, device: torch.device):
     from glamor_lightning.module import EmotionModule
 
@@ -173,45 +171,11 @@ def make_module(backbone: str, channels_last: bool, device: torch.device):
     return module.train()
 
 
-class TrainStep:
-    """One SGD step of `EmotionModule` on a uint8 NHWC batch: forward (under autocast for
-    bf16-mixed, as Lightning's precision plugin does), cross-entropy, backward, SGD with momentum."""
-
-    def __init__(self, module, precision: str, device: torch.device) -> None:
-        self.module, self.precision, self.device = module, precision, device
-        self.optimizer = torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
-
-    def __call__(self, face: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> None:
-        with autocast(self.device, self.precision):
-            out = self.module(face, context)
-        loss = F.cross_entropy(out.logits.float(), target)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-
-
-def random_batch(n: int, device: torch.device, context_hw: tuple[int, int] = (112, 112), seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    face = torch.randint(0, 256, (n, 96, 96, 3), dtype=torch.uint8, generator=g)
-    context = torch.randint(0, 256, (n, *context_hw, 3), dtype=torch.uint8, generator=g)
-    target = torch.randint(0, 7, (n,), generator=g)
-    return face.to(device), context.to(device), target.to(device)
-
-
 # -- the machine ------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine(device: torch.device) -> dict:
     info = {
-        "cpu": cpu_model(),
+        "cpu": processor_name(),
+        "amx": has_amx(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -24,6 +24,8 @@ import time
 
 from benchmarks.common import REPO, Settings, log
 
+#: set in a worker's environment: re-size its threads every this many seconds (`threads.SizedThreads`)
+SIZED = "GLAMOR_BENCH_SIZED_EVERY_S"
 #: the environments compared: OpenMP as torch ships it (libgomp: a waiting thread spins about 300,000 times
 #: before it sleeps), PASSIVE (it sleeps at once) and shorter spins (GOMP_SPINCOUNT)
 POLICIES = {
@@ -31,6 +33,8 @@ POLICIES = {
     "passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None},
     "spin 10,000": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "10000"},
     "spin 1,000": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "1000"},
+    # the default spin, with the threads re-sized every 2 s to the free cores (`callbacks.thread_sizer`)
+    "sized threads": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, SIZED: "2"},
 }
 
 
@@ -46,6 +50,7 @@ def _worker(steps: int, batch: int, threads: int | None) -> None:
     import torch
 
     from benchmarks.common import TrainStep, make_module, random_batch
+    from glamor_lightning.threads import SizedThreads
 
     if threads:
         torch.set_num_threads(threads)
@@ -53,13 +58,19 @@ def _worker(steps: int, batch: int, threads: int | None) -> None:
     device = torch.device("cpu")
     step = TrainStep(make_module("original", channels_last=True, device=device), "bf16-mixed", device)
     face, context, target = random_batch(batch, device)
+    start_threads = torch.get_num_threads()
+    sized = SizedThreads(float(os.environ[SIZED])) if os.environ.get(SIZED) else None
     for _ in range(3):
         step(face, context, target)
     t0 = time.perf_counter()
     for _ in range(steps):
         step(face, context, target)
+        if sized is not None:
+            sized.tick()
     seconds = time.perf_counter() - t0
-    print(json.dumps({"ips": steps * batch / seconds, "threads": torch.get_num_threads()}))
+    print(
+        json.dumps({"ips": steps * batch / seconds, "threads": start_threads, "threads_end": torch.get_num_threads()})
+    )
 
 
 def _run_worker(env_over: dict, steps: int, batch: int) -> dict:
@@ -107,13 +118,15 @@ def run(s: Settings) -> dict:
             "alone_ips": alone["ips"],
             "loaded_ips": loaded["ips"],
             "threads": threads,
+            "threads_loaded_end": loaded.get("threads_end", threads),  # what a sized run ended at under load
             "slowdown": slowdown,
             "fair_slowdown": fair,
             "over_fair": slowdown / fair,
         }
         log(
             f"contention {name:22s} alone {alone['ips']:6.1f} img/s, beside {busy} busy threads "
-            f"{loaded['ips']:6.1f} img/s: {slowdown:.2f}x (fair share {fair:.2f}x)"
+            f"{loaded['ips']:6.1f} img/s: {slowdown:.2f}x (fair share {fair:.2f}x); threads {threads} -> "
+            f"{loaded.get('threads_end', threads)} under load"
         )
     return out
 

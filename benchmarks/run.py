@@ -20,6 +20,7 @@ import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -33,7 +34,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.common import FORMATS, PRECISIONS, REPO, Settings, Timing, log  # noqa: E402
 
-SECTIONS = ("flops", "model", "data", "full", "detect", "video", "contention")
+SECTIONS = ("flops", "model", "data", "full", "lightning", "detect", "video", "contention")
 SCHEMA = 1
 
 
@@ -204,6 +205,8 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
                 doc["raw"][f"video/{n}/{k}"] = c[k].to_dict()
     if raw.get("contention"):
         doc["contention"] = raw["contention"]
+    if raw.get("lightning"):
+        doc["lightning"] = raw["lightning"]
     return doc
 
 
@@ -260,6 +263,23 @@ def table(doc: dict) -> str:
                     f"{_f(e['full_device_aug_ips'])} | {_f(e['full_device_aug_ratio'], 2)} | "
                     f"{_f(e.get('achieved_gflops'))} | {_f(e.get('peak_gflops'))} | "
                     f"{_f(e.get('utilisation_pct'))} % |"
+                )
+        lines.append("")
+    if "lightning" in doc:
+        lines += [
+            "## Lightning's loop against a bare loop (images/s, median of the repeats)",
+            "",
+            "`Trainer.fit` with the default callbacks and the CSV logger, against the data module's loader into the "
+            "same step; best setting, repeats alternated:",
+            "",
+            "| backbone | batch | steps | `Trainer.fit` | bare loop | fit / bare |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for b, per_batch in doc["lightning"].items():
+            for batch, f in per_batch.items():
+                lines.append(
+                    f"| {b} | {batch} | {f['steps']} | {_f(statistics.median(f['fit']))} | "
+                    f"{_f(statistics.median(f['bare']))} | {_f(f['fit_over_bare'], 3)} |"
                 )
         lines.append("")
     if "peak" in doc:
@@ -355,13 +375,15 @@ def table(doc: dict) -> str:
             f"The original model's training step (bf16-mixed, channels-last, batch {c['batch']}, {c['steps']} steps, "
             f"model only) alone and beside {c['busy_threads']} single-threaded busy loops on {c['cores']} cores:",
             "",
-            "| OpenMP wait policy | alone img/s | loaded img/s | slowdown | fair share | slowdown / fair |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| OpenMP wait policy | alone img/s | loaded img/s | slowdown | fair share | slowdown / fair "
+            "| threads alone / loaded (end) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, p in c["policies"].items():
             lines.append(
                 f"| {name} | {_f(p['alone_ips'])} | {_f(p['loaded_ips'])} | {p['slowdown']:.2f}× | "
-                f"{p['fair_slowdown']:.2f}× | {p['over_fair']:.2f} |"
+                f"{p['fair_slowdown']:.2f}× | {p['over_fair']:.2f} | {p['threads']} / "
+                f"{p.get('threads_loaded_end', p['threads'])} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -407,7 +429,7 @@ def run(args: argparse.Namespace) -> dict:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
-    if "full" in sections and "model" not in sections:
+    if {"full", "lightning"} & set(sections) and "model" not in sections:
         sections.insert(0, "model")
     machine = common.machine(device)
     log(
@@ -418,7 +440,7 @@ def run(args: argparse.Namespace) -> dict:
     raw: dict = {}
     root, tmp = (None, None)
     try:
-        if {"data", "full", "detect"} & set(sections):
+        if {"data", "full", "lightning", "detect"} & set(sections):
             root, tmp = common.bench_root(args.data, s.quick)
         if "flops" in sections:
             from benchmarks import flops
@@ -441,6 +463,10 @@ def run(args: argparse.Namespace) -> dict:
             from benchmarks import full_training
 
             raw["full"] = full_training.run(root, raw["model"]["best"], s)
+        if "lightning" in sections:
+            from benchmarks import lightning_loop
+
+            raw["lightning"] = lightning_loop.run(root, raw["model"]["best"], s, batches=tuple(sorted({4, s.batch})))
         if "detect" in sections:
             from benchmarks import detection
 

@@ -31,6 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from glamor_lightning.checkpoints import module_from_checkpoint, read_checkpoint
     from glamor_lightning.data.contract import datamodule_from_checkpoint
     from glamor_lightning.hydra_utils import callbacks, finish_loggers, loggers
+    from glamor_lightning.precision_choice import AUTO, checkpoint_precision
     from glamor_lightning.quiet import quiet_third_party_notes
 
     ckpt = read_checkpoint(ckpt_path)  # weights only; clear errors
@@ -38,6 +39,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = datamodule_from_checkpoint(ckpt, model.data_contract, data, where=str(ckpt_path))
     log.info("testing %s on %s: %s", ckpt_path, datamodule.root, model.data_contract.describe())
+    if cfg.trainer.get("precision") == AUTO:
+        cfg.trainer.precision = checkpoint_precision(ckpt)
+        log.info("trainer.precision=auto -> %s (the precision the checkpoint was trained in)", cfg.trainer.precision)
     quiet_third_party_notes()
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers(cfg), callbacks=callbacks(cfg))
     try:

@@ -42,10 +42,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     from glamor_lightning.checkpoints import load_net_weights, read_checkpoint
     from glamor_lightning.hydra_utils import callbacks, finish_loggers, loggers
+    from glamor_lightning.precision_choice import AUTO, auto_precision, checkpoint_precision
     from glamor_lightning.quiet import quiet_third_party_notes
 
-    if cfg.get("ckpt_path"):
-        read_checkpoint(cfg.ckpt_path)  # a clear error for a file that is no safe checkpoint, before any work
+    # a clear error for a file that is no safe checkpoint, before any work
+    resumed = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if cfg.get("matmul_precision"):
@@ -56,6 +57,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("Net weights from %s%s", cfg.init_from, f" ({', '.join(fresh)} fresh)" if fresh else "")
     datamodule = instantiate(cfg.data)
     model.bind_data(datamodule)
+    if cfg.trainer.get("precision") == AUTO:  # what the saved config records is the precision chosen
+        if resumed is not None:  # a resumed run goes on in the precision it started in
+            cfg.trainer.precision = checkpoint_precision(resumed)
+            log.info("trainer.precision=auto -> %s (the precision of the run resumed)", cfg.trainer.precision)
+        else:
+            choice = auto_precision(cfg.trainer, model, datamodule)
+            log.info(choice.describe())
+            cfg.trainer.precision = choice.precision
+    resumed = None  # Lightning reads the checkpoint again to resume: free this copy
     quiet_third_party_notes()
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks(cfg), logger=loggers(cfg))
     config = {

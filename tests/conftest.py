@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# trainer.precision=auto remembers its measurements here: never in the user's ~/.cache from a test
+os.environ["GLAMOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="glamor-test-cache-")
 
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402

@@ -7,7 +7,10 @@ rendering it (`sample_scene`). That tells, for each row of a run's `predictions.
   weak faces are where the context has to supply the answer;
 - `distractors`: how many bystanders with other colours (and random emotions) surround the target;
   with none, the only bystander is the companion, so any context read gives the answer; with some, the
-  model must tell the companion apart, which only the target's hair/hat colour allows (face guidance).
+  model must tell the companion apart, which only the target's hair/hat colour allows (face guidance);
+- with `--companion`: whether the companion's face is inside the context the model sees at test (the image
+  resized to the context size, then centre-cropped: 112×112 of 128×171 with the defaults, so a sixth of the
+  width goes on each side). A weak face whose companion is cropped out has nothing in its context to tell.
 
 The generating config is read from `ROOT/synthcaer.json` (written by `glamor prepare synth`); a root
 without it is assumed to use the defaults. Either way every row's drawn face box must equal its box in
@@ -27,10 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from glamor_lightning.analysis.predictions import read_predictions
+from glamor_lightning.data.geometry import CONTEXT_SIZE, CROP_SIZE
 from glamor_lightning.data.index import INDEX_NAME, read_index
 from glamor_lightning.data.synth import CONFIG_NAME, SynthConfig, load_config, parse_file_name, sample_scene
 
 GROUPS = ("weak", "strong", "weak, 0 distractors", "weak, 1+ distractors")
+#: `--companion`: weak faces by whether their companion's face centre is inside the test crop of the context
+COMPANION_GROUPS = ("weak, companion in the crop", "weak, companion cropped out")
 
 
 class SynthBreakdownError(ValueError):
@@ -43,6 +49,16 @@ class SceneFacts:
 
     weak: bool
     distractors: int
+    #: the companion's face centre (x, y) as fractions of the image's width and height; None without a companion
+    companion: tuple[float, float] | None = None
+
+    def companion_in_crop(self, context_size: tuple[int, int] = CONTEXT_SIZE, crop: int = CROP_SIZE) -> bool:
+        """Whether the companion's face centre survives the test-time centre crop of the resized context."""
+        if self.companion is None:
+            return False
+        (h, w), (x, y) = context_size, self.companion
+        top, left = (h - crop) // 2, (w - crop) // 2  # as `transforms.center_crop`
+        return left <= x * w < left + crop and top <= y * h < top + crop
 
 
 def scene_facts(cfg: SynthConfig, path: str, box: tuple[float, float, float, float] | None, where: str) -> SceneFacts:
@@ -58,13 +74,20 @@ def scene_facts(cfg: SynthConfig, path: str, box: tuple[float, float, float, flo
             f"made with another config; write it to {CONFIG_NAME}"
         )
     distractors = sum(1 for i in range(len(scene.bystanders)) if i != scene.companion)
-    return SceneFacts(weak=scene.weak, distractors=distractors)
+    companion = None
+    if scene.companion is not None:
+        x1, y1, x2, y2 = scene.bystanders[scene.companion].box
+        companion = ((x1 + x2) / 2 / cfg.width, (y1 + y2) / 2 / cfg.height)
+    return SceneFacts(weak=scene.weak, distractors=distractors, companion=companion)
 
 
-def breakdown(predictions_csv: str | Path, root: str | Path) -> dict[str, tuple[int, int]]:
-    """(images, correct) per group of `GROUPS`, and `all`, for one run's predictions on a SynthCAER root."""
+def breakdown(
+    predictions_csv: str | Path, root: str | Path, crop: tuple[tuple[int, int], int] | None = None
+) -> dict[str, tuple[int, int]]:
+    """(images, correct) per group of `GROUPS` (and `COMPANION_GROUPS` with `crop`), and `all`, for one run's
+    predictions on a SynthCAER root."""
     preds = read_predictions(predictions_csv)
-    return count_groups(preds.paths, preds.correct, root, str(predictions_csv))
+    return count_groups(preds.paths, preds.correct, root, str(predictions_csv), crop)
 
 
 def ensemble_correct(files: Sequence[str | Path]) -> tuple[list[str], np.ndarray]:
@@ -85,13 +108,18 @@ def ensemble_correct(files: Sequence[str | Path]) -> tuple[list[str], np.ndarray
 
 
 def count_groups(
-    paths: Sequence[str], correct: Sequence[bool], root: str | Path, where: str
+    paths: Sequence[str],
+    correct: Sequence[bool],
+    root: str | Path,
+    where: str,
+    crop: tuple[tuple[int, int], int] | None = None,
 ) -> dict[str, tuple[int, int]]:
-    """(images, correct) per group of `GROUPS`, and `all`, for predictions on the SynthCAER `root`."""
+    """(images, correct) per group of `GROUPS`, and `all`, for predictions on the SynthCAER `root`; with
+    `crop` = (context size, crop size), also per group of `COMPANION_GROUPS`."""
     root = Path(root)
     boxes = {r.path: r.box for r in read_index(root / INDEX_NAME)}
     cfg = load_config(root)
-    counts = {g: [0, 0] for g in (*GROUPS, "all")}
+    counts = {g: [0, 0] for g in (*GROUPS, *(COMPANION_GROUPS if crop else ()), "all")}
     for path, ok in zip(paths, correct):
         if path not in boxes:
             raise SynthBreakdownError(f"{where}: {path!r} is not in {root / INDEX_NAME}")
@@ -99,6 +127,8 @@ def count_groups(
         groups = ["all", "weak" if facts.weak else "strong"]
         if facts.weak:
             groups.append("weak, 0 distractors" if facts.distractors == 0 else "weak, 1+ distractors")
+            if crop:
+                groups.append(COMPANION_GROUPS[0] if facts.companion_in_crop(*crop) else COMPANION_GROUPS[1])
         for g in groups:
             counts[g][0] += 1
             counts[g][1] += int(ok)
@@ -158,21 +188,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also a row for the product of the runs' probabilities (e.g. face only x context only)",
     )
+    p.add_argument(
+        "--companion",
+        action="store_true",
+        help="also weak faces by whether the companion is inside the test crop of the context (default sizes)",
+    )
     args = p.parse_args(argv)
     files = [Path(r) / "predictions.csv" if Path(r).is_dir() else Path(r) for r in args.runs]
-    print("| run | " + " | ".join(f"{g} (%)" for g in (*GROUPS, "all")) + " |")
-    print("|---|" + "---:|" * (len(GROUPS) + 1))
+    crop = (CONTEXT_SIZE, CROP_SIZE) if args.companion else None
+    columns = (*GROUPS, *(COMPANION_GROUPS if crop else ()), "all")
+    print("| run | " + " | ".join(f"{g} (%)" for g in columns) + " |")
+    print("|---|" + "---:|" * len(columns))
     try:
-        rows = [(run, breakdown(f, args.data)) for run, f in zip(args.runs, files)]
+        rows = [(run, breakdown(f, args.data, crop)) for run, f in zip(args.runs, files)]
         if args.ensemble:
             rows.append(
                 (
                     "ensemble (product of probabilities)",
-                    count_groups(*ensemble_correct(files), args.data, "the ensemble"),
+                    count_groups(*ensemble_correct(files), args.data, "the ensemble", crop),
                 )
             )
         for name, counts in rows:
-            cells = [f"{100 * c / n:.1f} (n={n})" if n else "-" for n, c in (counts[g] for g in (*GROUPS, "all"))]
+            cells = [f"{100 * c / n:.1f} (n={n})" if n else "-" for n, c in (counts[g] for g in columns)]
             print(f"| {name} | " + " | ".join(cells) + " |")
     except (SynthBreakdownError, FileNotFoundError, ValueError) as err:
         print(f"synth_breakdown: error: {err}", file=sys.stderr)

@@ -54,6 +54,26 @@ def test_groups_count_weak_strong_and_distractors(root: Path, tmp_path: Path) ->
     assert counts["weak, 1+ distractors"] == (n_weak - n_weak_alone, n_weak - n_weak_alone)
 
 
+def _companion_in_crop(scene, cfg: SynthConfig = CFG) -> bool:
+    """By hand, in pixels of the 128×171 resized context: the centre crop keeps columns 29..140 and rows 8..119."""
+    if scene.companion is None:
+        return False
+    x1, y1, x2, y2 = scene.bystanders[scene.companion].box
+    x, y = (x1 + x2) / 2 * 171 / cfg.width, (y1 + y2) / 2 * 128 / cfg.height
+    return 29 <= x < 141 and 8 <= y < 120
+
+
+def test_weak_faces_split_by_whether_the_test_crop_keeps_the_companion(root: Path, tmp_path: Path) -> None:
+    f, scenes = _predictions(root, tmp_path / "predictions.csv", right_when=_companion_in_crop)
+    counts = breakdown(f, root, crop=((128, 171), 112))
+    weak = [s for s in scenes if s.weak]
+    kept = sum(_companion_in_crop(s) for s in weak)
+    assert 0 < kept < len(weak), "the fixture should have weak faces of both kinds"
+    assert counts["weak, companion in the crop"] == (kept, kept)
+    assert counts["weak, companion cropped out"] == (len(weak) - kept, 0)
+    assert "weak, companion in the crop" not in breakdown(f, root)  # only when asked
+
+
 def test_a_root_made_with_another_config_is_an_error(root: Path, tmp_path: Path) -> None:
     other = tmp_path / "copy"
     shutil.copytree(root, other)

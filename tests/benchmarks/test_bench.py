@@ -144,10 +144,13 @@ def test_quick_run_in_process(tmp_path, synth_root):
     root = tmp_path / "synthcaer"  # a copy: the benchmark writes its cache into the root
     shutil.copytree(synth_root, root, ignore=shutil.ignore_patterns(".cache"))
     out = tmp_path / "results"
-    assert run.main(["--quick", "--only", "data,full", "--data", str(root), "--out", str(out)]) == 0
+    assert run.main(["--quick", "--only", "data,full,lightning", "--data", str(root), "--out", str(out)]) == 0
     doc = json.loads((out / "latest.json").read_text())
-    assert doc["quick"] is True and doc["settings"]["sections"] == ["model", "data", "full"]
+    assert doc["quick"] is True and doc["settings"]["sections"] == ["model", "data", "full", "lightning"]
     _check_required(doc)
+    loop = doc["lightning"]["original"]["4"]  # Trainer.fit against the bare loop, at the authors' batch
+    assert all(_positive(x) for x in loop["fit"] + loop["bare"]) and 0 < loop["fit_over_bare"]
+    assert "Lightning's loop against a bare loop" in (out / "latest.md").read_text()
 
 
 @pytest.mark.slow
@@ -167,7 +170,8 @@ def test_make_bench_quick_subprocess(tmp_path):
     assert "Training beside a CPU load" in proc.stdout
     doc = json.loads((tmp_path / "latest.json").read_text())
     policies = doc["contention"]["policies"]
-    assert set(policies) == {"spin (OpenMP's default)", "passive", "spin 10,000", "spin 1,000"}
+    assert set(policies) == {"spin (OpenMP's default)", "passive", "spin 10,000", "spin 1,000", "sized threads"}
+    assert all(1 <= p["threads_loaded_end"] <= p["threads"] for p in policies.values())
     assert all(_positive(p["alone_ips"]) and _positive(p["loaded_ips"]) for p in policies.values())
     _check_required(doc)
     assert doc["backbones"]["original"]["params"] == 2_158_602

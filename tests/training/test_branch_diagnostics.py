@@ -141,3 +141,36 @@ def test_one_class_batches_count_nothing_in_the_other_face_check(module, synth_r
     alone = validate(module, synth_root, eval_batch_size=3)["val/acc_context_other_face"]
     assert math.isnan(alone)  # every batch one class: nothing to measure, and nothing breaks
     assert 0.0 <= validate(module, synth_root, eval_batch_size=6)["val/acc_context_other_face"] <= 1.0
+
+
+def test_the_epochs_gradient_norm_sums_survive_a_resume_mid_epoch():
+    """The sums are kept per epoch in the callback (one log call per epoch, not per step), so they are part of
+    its checkpointed state: a run resumed after step 2 ends the epoch with the sums of the run never stopped."""
+    torch.manual_seed(0)
+    module = EmotionModule(channels_last=False).eval()  # no dropout: the same batch, the same gradients
+    optimizer = torch.optim.SGD(module.param_groups(), lr=0.1)
+    batches = [
+        (
+            torch.randint(0, 255, (2, 96, 96, 3), dtype=torch.uint8),
+            torch.randint(0, 255, (2, 112, 112, 3), dtype=torch.uint8),
+        )
+        for _ in range(3)
+    ]
+
+    def step(callback: BranchDiagnostics, batch) -> None:
+        optimizer.zero_grad()
+        module(*batch).logits.sum().backward()
+        callback.on_before_optimizer_step(None, module, optimizer)
+
+    never_stopped, before_the_kill = BranchDiagnostics(), BranchDiagnostics()
+    for batch in batches:
+        step(never_stopped, batch)
+    for batch in batches[:2]:
+        step(before_the_kill, batch)
+    resumed = BranchDiagnostics()
+    resumed.load_state_dict(before_the_kill.state_dict())
+    step(resumed, batches[2])
+    assert resumed.grad_norm_steps == never_stopped.grad_norm_steps == 3
+    assert set(resumed.grad_norm_sums) == {"face_encoder", "context_encoder", "attention"}
+    for name, total in never_stopped.grad_norm_sums.items():
+        assert float(resumed.grad_norm_sums[name]) == float(total) > 0

@@ -38,14 +38,23 @@ def test_another_architecture_is_refused_naming_it(tiny_ckpt):
         load_net_weights(EmotionModule(attention="none"), tiny_ckpt)
 
 
-FAST = ["trainer.accelerator=cpu", "logger=csv", "data.cache_workers=0", "callbacks.rich_progress_bar=null"]
+# one precision on both sides of the comparison (under `auto` a run measures its own; eval takes the checkpoint's)
+FAST = [
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "data.cache_workers=0",
+    "callbacks.rich_progress_bar=null",
+    "trainer.precision=32-true",
+]
 
 
 def test_a_run_from_init_from_predicts_like_the_checkpoint_before_any_step(tiny_ckpt, synth_root, tmp_path):
     run = [f"data.root={synth_root}", "trainer.max_epochs=0", *FAST]
     train(compose_config("train", tmp_path / "started", [f"init_from={tiny_ckpt}", *run]))
     train(compose_config("train", tmp_path / "fresh", run))
-    evaluate(compose_config("eval", tmp_path / "eval", [f"ckpt_path={tiny_ckpt}", "logger=csv"]))
+    evaluate(
+        compose_config("eval", tmp_path / "eval", [f"ckpt_path={tiny_ckpt}", "logger=csv", "trainer.precision=32-true"])
+    )
     started, fresh, checkpoint = (
         read_predictions(tmp_path / d / "predictions.csv").probs for d in ("started", "fresh", "eval")
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -31,6 +32,7 @@ FAST = [
     "callbacks.model_summary=null",
     "trainer.precision=32-true",
     "model.lr_schedule=constant",
+    "callbacks.thread_sizer.enabled=false",  # runs compared bit for bit keep their thread count
 ]
 #: staged training, one epoch per stage: branches (epoch 0), fusion (1), joint (2)
 ONE_EPOCH_STAGES = [
@@ -116,3 +118,23 @@ class KillAt(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+#: a Python program that keeps one core busy for {s} seconds
+BUSY = "import time\nt = time.time() + {s}\nwhile time.time() < t: pass"
+
+
+def busy_elsewhere(n: int, seconds: float) -> list[int]:
+    """Start `n` busy programs that are not this process's descendants (their parent shell exits at once), as
+    another user's load would be; their pids."""
+    script = " ".join(f"{sys.executable} -c '{BUSY.format(s=seconds)}' & echo $!;" for _ in range(n))
+    return [
+        int(pid)
+        for pid in subprocess.run(["sh", "-c", script], check=True, capture_output=True, text=True).stdout.split()
+    ]
+
+
+def stop_programs(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,126 @@
+"""Lightning's own cost: training steps through `Trainer.fit`, as `make train` runs them, against a bare loop
+over the same loader and the same step, side by side.
+
+`fit`: the training config composed as the entry point composes it (`conf/train.yaml`, every default callback:
+checkpoints, step seeding, thread sizing, diagnostics, learning-rate monitor, progress bar; the CSV logger),
+validation off, `max_steps` steps; a callback notes the time at every batch start and the figure is the images/s
+between the end of the warm-up and the last batch start. `bare`: `full_training.LoaderFeed` (the data module's
+training loader) into `TrainStep` (forward, loss, backward, SGD), the same number of steps. Both at the best
+model-only setting of the backbone (precision, memory format), repeats alternated (fit, bare, fit, ...), at the
+authors' batch (4) and at ours (32). `fit / bare` below 1 is what Lightning's loop, logging and callbacks cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from benchmarks.common import Settings, TrainStep, log, make_module
+from benchmarks.full_training import LoaderFeed, make_datamodule
+
+WARMUP = 3  #: steps not timed, in both loops
+
+
+class BatchClock(Callback):
+    """The time at the start of every training batch."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.starts.append(time.perf_counter())
+
+
+def _compose(overrides: list[str], out: Path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from glamor_lightning.hydra_utils import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = compose(config_name="train", return_hydra_config=True, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(out)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def fit_ips(root: Path, backbone: str, setting: dict, batch: int, steps: int, s: Settings) -> float:
+    """Images/s of `steps` training steps through `Trainer.fit` with the default callbacks."""
+    from hydra.utils import instantiate
+
+    from glamor_lightning.hydra_utils import callbacks, loggers
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = _compose(
+            [
+                f"data.root={root}",
+                f"model.backbone={backbone}",
+                f"model.channels_last={setting['channels_last']}",
+                f"trainer.precision={'32-true' if setting['precision'] == 'fp32' else setting['precision']}",
+                f"trainer.accelerator={'gpu' if s.device.type == 'cuda' else 'cpu'}",
+                f"data.batch_size={batch}",
+                f"+trainer.max_steps={steps}",
+                "+trainer.limit_val_batches=0",
+                "logger=csv",
+                f"seed={s.seed}",
+                f"data.num_workers={s.full_workers}",
+            ],
+            Path(out),
+        )
+        L.seed_everything(s.seed)
+        model, dm = instantiate(cfg.model), instantiate(cfg.data)
+        model.bind_data(dm)
+        clock = BatchClock()
+        trainer = instantiate(cfg.trainer, callbacks=[*callbacks(cfg), clock], logger=loggers(cfg))
+        trainer.fit(model, datamodule=dm)
+    t = clock.starts
+    return (len(t) - 1 - WARMUP) * batch / (t[-1] - t[WARMUP])
+
+
+def bare_ips(root: Path, backbone: str, setting: dict, batch: int, steps: int, s: Settings) -> float:
+    """Images/s of `steps` steps of the bare loop (loader → device → TrainStep)."""
+    dm = make_datamodule(root, "cpu", dataclasses.replace(s, batch=batch))
+    torch.manual_seed(s.seed)
+    step = TrainStep(make_module(backbone, setting["channels_last"], s.device), setting["precision"], s.device)
+    feed = LoaderFeed(dm, s.device)
+    for _ in range(WARMUP):
+        step(*feed.next()[:3])
+    t0 = time.perf_counter()
+    for _ in range(steps - 1 - WARMUP):  # the steps `fit_ips` times: from its warm-up end to its last batch start
+        step(*feed.next()[:3])
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)
+    return (steps - 1 - WARMUP) * batch / (time.perf_counter() - t0)
+
+
+def run(root: Path, best: dict[str, dict], s: Settings, batches: tuple[int, ...] = (4, 32)) -> dict:
+    """{backbone: {batch: {"fit": [img/s...], "bare": [...], "fit_over_bare": median ratio}}}."""
+    out: dict = {}
+    repeats = 1 if s.quick else 3
+    for backbone in s.backbones:
+        setting = best[backbone]
+        out[backbone] = {}
+        for batch in batches:
+            steps = 8 if s.quick else max(30, 480 // batch)
+            fits, bares = [], []
+            for _ in range(repeats):
+                fits.append(fit_ips(root, backbone, setting, batch, steps, s))
+                bares.append(bare_ips(root, backbone, setting, batch, steps, s))
+            ratio = statistics.median(f / b for f, b in zip(fits, bares))
+            out[backbone][str(batch)] = {"fit": fits, "bare": bares, "steps": steps, "fit_over_bare": ratio}
+            log(
+                f"lightning {backbone:12s} batch {batch:3d} ({setting['key']}): fit {statistics.median(fits):.1f}, "
+                f"bare {statistics.median(bares):.1f} img/s, fit / bare {ratio:.3f}"
+            )
+    return out
