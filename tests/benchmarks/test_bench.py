@@ -149,7 +149,7 @@ def test_quick_run_in_process(tmp_path, synth_root):
     assert doc["quick"] is True and doc["settings"]["sections"] == ["model", "data", "full", "lightning"]
     _check_required(doc)
     loop = doc["lightning"]["original"]["4"]  # Trainer.fit against the bare loop, at the authors' batch
-    assert all(_positive(x) for x in loop["fit"] + loop["bare"]) and 0 < loop["fit_over_bare"]
+    assert all(_positive(x) for x in loop["fit"] + loop["bare"]) and loop["fit_over_bare"] > 0
     assert "Lightning's loop against a bare loop" in (out / "latest.md").read_text()
 
 
