@@ -127,7 +127,8 @@ BUSY = "import time\nt = time.time() + {s}\nwhile time.time() < t: pass"
 def busy_elsewhere(n: int, seconds: float) -> list[int]:
     """Start `n` busy programs that are not this process's descendants (their parent shell exits at once), as
     another user's load would be; their pids."""
-    script = " ".join(f"{sys.executable} -c '{BUSY.format(s=seconds)}' & echo $!;" for _ in range(n))
+    # their output goes to /dev/null: holding the shell's stdout pipe, they would keep `run` waiting until they end
+    script = " ".join(f"{sys.executable} -c '{BUSY.format(s=seconds)}' >/dev/null 2>&1 & echo $!;" for _ in range(n))
     return [
         int(pid)
         for pid in subprocess.run(["sh", "-c", script], check=True, capture_output=True, text=True).stdout.split()
