@@ -16,8 +16,8 @@ once (5-15 s on 2 CPU cores). The file is `$GLAMOR_CACHE_DIR/precision.json`, by
 keep more than `BUSY_CORES` of this process's cores busy decides the run but is not remembered: under load the
 ratio can be the load's (MobileNetV2 at 1 thread beside two trainings: bf16 1.46x fp32; quiet: 0.94x). A run
 with several processes (DDP) does not measure (each process would time a different share of the machine and
-could choose differently): it takes `MULTI_PROCESS_PRECISION`. The chosen precision is what the run's saved
-config records.
+could choose differently): it takes `MULTI_PROCESS_PRECISION`; a `fast_dev_run` takes what is remembered, else
+`SMOKE_PRECISION`, unmeasured. The chosen precision is what the run's saved config records.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ TIE = 0.05
 BUSY_CORES = 0.5
 #: what `auto` means for a run of several processes, which does not measure
 MULTI_PROCESS_PRECISION = "bf16-mixed"
+#: what `auto` means for a `fast_dev_run` with nothing remembered (a smoke test is not worth seconds of timing)
+SMOKE_PRECISION = "32-true"
 #: the checkpoint entry that records the precision a model was trained in (`EmotionModule.on_save_checkpoint`)
 PRECISION_KEY = "train_precision"
 #: the precision of checkpoints made before `PRECISION_KEY` (the default then)
@@ -61,7 +63,7 @@ class PrecisionChoice:
     precision: str
     images_per_s: dict[str, float]
     #: "measured", "cache" (measured by an earlier run), "busy" (measured now beside other programs' load, not
-    #: remembered) or "multi-process" (not measured)
+    #: remembered), "multi-process" or "smoke" (not measured)
     source: str
     other_cores: float | None = None  #: other programs' load during a "busy" measurement, in cores
 
@@ -72,6 +74,7 @@ class PrecisionChoice:
             "cache": "measured by an earlier run",
             "busy": f"measured now beside other programs using {self.other_cores or 0:.1f} cores: not remembered",
             "multi-process": "not measured",
+            "smoke": "not measured in a fast_dev_run",
         }[self.source]
         return f"trainer.precision=auto -> {self.precision} ({how}{': ' + rates if rates else ''})"
 
@@ -208,9 +211,11 @@ def resolve_precision(
     device: torch.device,
     processes: int = 1,
     block_s: float = 1.0,
+    smoke: bool = False,
 ) -> PrecisionChoice:
     """The precision a run of `module` on `device` should train in (see the module docstring); `block_s`: the
-    length of a timed block of steps (`measure`)."""
+    length of a timed block of steps (`measure`); `smoke`: a smoke run (`fast_dev_run`), which is not worth
+    seconds of timing: the remembered choice, else `SMOKE_PRECISION` unmeasured."""
     if processes > 1:
         return PrecisionChoice(MULTI_PROCESS_PRECISION, {}, "multi-process")
     path = cache_file()
@@ -218,6 +223,8 @@ def resolve_precision(
     known = _read(path).get(machine, {}).get(setting)
     if isinstance(known, dict) and set(known) == set(CANDIDATES):
         return PrecisionChoice(choose(known), known, "cache")
+    if smoke:
+        return PrecisionChoice(SMOKE_PRECISION, {}, "smoke")
     meter = CpuMeter() if device.type == "cpu" else None
     rates = measure(module, batch_size, face_size, crop_size, device, block_s=block_s)
     other = meter.other_cores() if meter is not None else None
@@ -264,5 +271,5 @@ def auto_precision(trainer_cfg, module, datamodule) -> PrecisionChoice:
     data = datamodule.hparams
     return resolve_precision(
         module, int(data.batch_size), int(data.face_size), int(data.crop_size), device,
-        processes=trainer_processes(trainer_cfg, device),
+        processes=trainer_processes(trainer_cfg, device), smoke=bool(trainer_cfg.get("fast_dev_run")),
     )  # fmt: skip

@@ -102,6 +102,17 @@ def test_a_measurement_beside_other_programs_decides_the_run_but_is_not_remember
     assert not cache_file().exists()
 
 
+def test_a_smoke_run_takes_what_is_remembered_and_otherwise_does_not_measure(cache_dir):
+    module = EmotionModule(backbone="original", hidden=16)
+    smoke = resolve_precision(module, 2, 32, 40, CPU, smoke=True)
+    assert (smoke.precision, smoke.source, smoke.images_per_s) == ("32-true", "smoke", {})
+    assert not cache_file().exists() and "fast_dev_run" in smoke.describe()
+    measured = resolve_precision(module, 2, 32, 40, CPU, block_s=0.05)
+    remembered = resolve_precision(module, 2, 32, 40, CPU, smoke=True)
+    assert (remembered.precision, remembered.source) == (measured.precision, "cache")
+    assert remembered.images_per_s == pytest.approx(measured.images_per_s, abs=0.01)
+
+
 def test_several_processes_do_not_measure(cache_dir):
     choice = resolve_precision(EmotionModule(backbone="original", hidden=16), 2, 32, 40, CPU, processes=2, block_s=0.05)
     assert (choice.precision, choice.source) == (MULTI_PROCESS_PRECISION, "multi-process")
