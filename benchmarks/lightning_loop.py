@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback
 
 from benchmarks.common import Settings, TrainStep, log, make_module
 from benchmarks.full_training import LoaderFeed, make_datamodule
+from glamor_lightning.analysis.sweeps import compose_train_config
 
 WARMUP = 3  #: steps not timed, in both loops
 
@@ -38,23 +39,6 @@ class BatchClock(Callback):
         self.starts.append(time.perf_counter())
 
 
-def _compose(overrides: list[str], out: Path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from glamor_lightning.hydra_utils import CONF_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose(config_name="train", return_hydra_config=True, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig().set_config(cfg)
-    return cfg
-
-
 def fit_ips(root: Path, backbone: str, setting: dict, batch: int, steps: int, s: Settings) -> float:
     """Images/s of `steps` training steps through `Trainer.fit` with the default callbacks."""
     from hydra.utils import instantiate
@@ -62,7 +46,7 @@ def fit_ips(root: Path, backbone: str, setting: dict, batch: int, steps: int, s:
     from glamor_lightning.hydra_utils import callbacks, loggers
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = _compose(
+        cfg = compose_train_config(
             [
                 f"data.root={root}",
                 f"model.backbone={backbone}",

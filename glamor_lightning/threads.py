@@ -20,6 +20,13 @@ import time
 from pathlib import Path
 
 
+def check_every_s(every_s: float) -> float:
+    """The re-sizing period in seconds, refused unless positive."""
+    if not every_s > 0:
+        raise ValueError(f"thread_sizer.every_s must be > 0 seconds, got {every_s}")
+    return float(every_s)
+
+
 def threads_for(other_cores: float, cores: int, most: int) -> int:
     """Threads for the cores other programs leave free: round(cores - other_cores), between 1 and `most`."""
     return max(1, min(most, int(cores - other_cores + 0.5)))
@@ -107,9 +114,7 @@ class SizedThreads:
     def __init__(self, every_s: float = 5.0, most: int | None = None, meter: CpuMeter | None = None) -> None:
         import torch
 
-        if not every_s > 0:
-            raise ValueError(f"every_s must be > 0 seconds, got {every_s}")
-        self.torch, self.every_s = torch, float(every_s)
+        self.torch, self.every_s = torch, check_every_s(every_s)
         self.start = torch.get_num_threads()
         self.most = int(most or self.start)
         self.meter = meter or CpuMeter()

@@ -19,16 +19,14 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from glamor_lightning.threads import CpuMeter, SizedThreads
+from glamor_lightning.threads import CpuMeter, SizedThreads, check_every_s
 
 log = logging.getLogger(__name__)
 
 
 class ThreadSizer(Callback):
     def __init__(self, enabled: bool = True, every_s: float = 5.0) -> None:
-        if not every_s > 0:
-            raise ValueError(f"thread_sizer.every_s must be > 0 seconds, got {every_s}")
-        self.enabled, self.every_s = bool(enabled), float(every_s)
+        self.enabled, self.every_s = bool(enabled), check_every_s(every_s)  # a bad value fails at start-up
         self.sized: SizedThreads | None = None
         #: (threads before, threads after) of every change in the last fit: what the run did
         self.changes: list[tuple[int, int]] = []
