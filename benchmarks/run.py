@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.common import FORMATS, PRECISIONS, REPO, Settings, Timing, log  # noqa: E402
 
-SECTIONS = ("flops", "model", "data", "full", "lightning", "detect", "video", "contention")
+SECTIONS = ("flops", "model", "data", "full", "lightning", "main_job", "detect", "video", "contention")
 SCHEMA = 1
 
 
@@ -207,6 +207,8 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
         doc["contention"] = raw["contention"]
     if raw.get("lightning"):
         doc["lightning"] = raw["lightning"]
+    if raw.get("main_job"):
+        doc["main_job"] = raw["main_job"]
     return doc
 
 
@@ -281,6 +283,22 @@ def table(doc: dict) -> str:
                     f"| {b} | {batch} | {f['steps']} | {_f(statistics.median(f['fit']))} | "
                     f"{_f(statistics.median(f['bare']))} | {_f(f['fit_over_bare'], 3)} |"
                 )
+        lines.append("")
+    if "main_job" in doc:
+        lines += [
+            "## The main job: `make train BACKBONE=...` (the entry point's `train()`, default config)",
+            "",
+            "Setup up to the first batch, then each epoch (training and validation); the projection is setup + "
+            "max_epochs × the last epoch (the test of the best checkpoint, about one validation, not included):",
+            "",
+            "| backbone | recipe | precision chosen | setup (s) | epochs (s) | max_epochs | projected (min) |",
+            "|---|---|---|---:|---|---:|---:|",
+        ]
+        for b, j in doc["main_job"].items():
+            lines.append(
+                f"| {b} | {j['recipe']} | {j['precision']} | {_f(j['setup_s'], 0)} | "
+                f"{', '.join(_f(e) for e in j['epoch_s'])} | {j['max_epochs']} | {_f(j['projected_s'] / 60)} |"
+            )
         lines.append("")
     if "peak" in doc:
         pk = doc["peak"]
@@ -440,7 +458,7 @@ def run(args: argparse.Namespace) -> dict:
     raw: dict = {}
     root, tmp = (None, None)
     try:
-        if {"data", "full", "lightning", "detect"} & set(sections):
+        if {"data", "full", "lightning", "main_job", "detect"} & set(sections):
             root, tmp = common.bench_root(args.data, s.quick)
         if "flops" in sections:
             from benchmarks import flops
@@ -467,6 +485,10 @@ def run(args: argparse.Namespace) -> dict:
             from benchmarks import lightning_loop
 
             raw["lightning"] = lightning_loop.run(root, raw["model"]["best"], s, batches=tuple(sorted({4, s.batch})))
+        if "main_job" in sections:
+            from benchmarks import main_job
+
+            raw["main_job"] = main_job.run(root, s)
         if "detect" in sections:
             from benchmarks import detection
 

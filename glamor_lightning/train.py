@@ -26,10 +26,26 @@ def preflight(cfg: DictConfig) -> None:
         check_checkpoint_path(cfg.ckpt_path)
     if cfg.get("init_from"):
         check_checkpoint_path(cfg.init_from, "init_from")
+    check_recipe(cfg)
     if cfg.get("ckpt_path") and cfg.get("init_from"):
         raise UserError(
             "ckpt_path resumes a run (weights, optimiser, epoch) and init_from starts a new one from weights: "
             "set one of them"
+        )
+
+
+def check_recipe(cfg: DictConfig) -> None:
+    """The training recipe (`recipe=`, conf/recipe/) must suit the model: a recipe states the model settings
+    it is for (`recipe.requires`), and another model is refused here with what to set, rather than deep in
+    the model with a message about one of the recipe's options."""
+    recipe = cfg.get("recipe") or {}
+    wrong = {k: v for k, v in (recipe.get("requires") or {}).items() if cfg.model.get(k) != v}
+    if wrong:
+        needs = ", ".join(f"model.{k}={v}" for k, v in recipe.requires.items())
+        has = ", ".join(f"model.{k}={cfg.model.get(k)}" for k in wrong)
+        raise UserError(
+            f"recipe={recipe.name} trains a model with {needs}; this one has {has}: "
+            "add recipe=plain (no remedies), or set the model back"
         )
 
 

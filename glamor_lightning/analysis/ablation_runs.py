@@ -1,7 +1,8 @@
 """Reading finished training runs: one `Run` per Hydra run folder (setting, seed, recipe, test accuracy).
 
-A run's setting is its `experiment` choice (`.hydra/`) plus any model factor its command line overrides
-(`experiment=table4_both_none model.fusion=add` is a setting of its own), its recipe the resolved config
+A run's setting is its `experiment` choice (`.hydra/`) plus any model factor or training recipe its command
+line overrides (`experiment=table4_both_none model.fusion=add` and `experiment=table4_both_gla recipe=context`
+are settings of their own), its recipe the resolved config
 the CSV logger saved (`csv/hparams.yaml`), its figures `csv/metrics.csv`. `ablation` tabulates what this
 reads.
 """
@@ -18,9 +19,11 @@ import yaml
 
 #: the model components a paper table varies
 FACTORS = ("inputs", "attention", "fusion", "backbone")
-FACTOR_KEYS = {f"model.{k}" for k in FACTORS}
+#: command-line keys that make a setting of their own: the factors, and the recipe group (conf/recipe/)
+FACTOR_KEYS = {f"model.{k}" for k in FACTORS} | {"recipe"}
 #: the recipe items the results page states (dotted keys of the resolved train config)
 RECIPE = (
+    "recipe.name",
     "data.root",
     "trainer.max_epochs",
     "trainer.precision",
@@ -39,7 +42,7 @@ class Run:
     """One finished (or failed) training run, read from its Hydra output folder."""
 
     path: Path
-    experiment: str  #: the setting: the experiment name, then any model factor overridden on the command line
+    experiment: str  #: the setting: the experiment name, then any model factor or recipe overridden on the command line
     seed: int | None
     factors: dict[str, str]
     recipe: dict[str, Any] = field(default_factory=dict)

@@ -153,6 +153,20 @@ def test_quick_run_in_process(tmp_path, synth_root):
     assert "Lightning's loop against a bare loop" in (out / "latest.md").read_text()
 
 
+def test_main_job_section_times_the_entry_points_training(tmp_path, synth_root):
+    """`--only main_job`: the default config trained by `train()` itself, its epochs timed and projected."""
+    root = tmp_path / "synthcaer"
+    shutil.copytree(synth_root, root, ignore=shutil.ignore_patterns(".cache"))
+    out = tmp_path / "results"
+    args = ["--quick", "--only", "main_job", "--backbones", "original", "--data", str(root), "--out", str(out)]
+    assert run.main(args) == 0
+    job = json.loads((out / "latest.json").read_text())["main_job"]["original"]
+    assert len(job["epoch_s"]) == 1 and _positive(job["setup_s"]) and _positive(job["epoch_s"][0])
+    assert job["max_epochs"] == 12 and job["recipe"] == "plain" and job["precision"] in ("32-true", "bf16-mixed")
+    assert job["projected_s"] == pytest.approx(job["setup_s"] + 12 * job["epoch_s"][0])
+    assert "## The main job" in (out / "latest.md").read_text()
+
+
 @pytest.mark.slow
 def test_make_bench_quick_subprocess(tmp_path):
     """The whole quick suite as `make bench` runs it (every section, its own temp SynthCAER)."""

@@ -272,3 +272,17 @@ def test_eval_runs_are_not_collected(sweep):
 )
 def test_protocol_says_whether_training_was_staged(callbacks, shown):
     assert ablation_runs._recipe_value({"callbacks": callbacks}, "callbacks.stages") == shown
+
+
+def test_a_recipe_override_is_a_setting_of_its_own_and_the_protocol_names_it(tmp_path):
+    """`experiment=table4_both_gla recipe=context` trains another recipe: never pooled with the plain runs."""
+    make_run(tmp_path / "0", "table4_both_gla", 0, 0.70)
+    ctx = make_run(tmp_path / "1", "table4_both_gla", 0, 0.76, overrides=["recipe=context"])
+    hparams = ctx / "csv" / "hparams.yaml"
+    cfg = yaml.safe_load(hparams.read_text())
+    cfg["config"]["recipe"] = {"name": "context"}
+    hparams.write_text(yaml.safe_dump(cfg))
+    runs = ab.find_runs([tmp_path])
+    assert sorted(r.experiment for r in runs) == ["table4_both_gla", "table4_both_gla recipe=context"]
+    assert {r.recipe["recipe.name"] for r in runs} == {None, "context"}
+    assert len(ab.markdown_table(runs, params=False).splitlines()[2:]) == 2

@@ -1,0 +1,74 @@
+"""The training recipes (`recipe=plain|context`, conf/recipe/): what each sets, the models each is for, and that
+the paper's experiments keep the recipe their results were made with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from conftest import compose_config
+from glamor_lightning.errors import UserError
+from glamor_lightning.hydra_utils import CONF_DIR
+from glamor_lightning.train import check_recipe, train
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+FAST = [
+    "trainer.fast_dev_run=true",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "data.cache_workers=0",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+]
+
+
+def test_the_context_recipe_trains_glamor_net_with_its_remedies(tmp_path):
+    cfg = compose_config("train", tmp_path, ["recipe=context"])
+    assert cfg.recipe.name == "context"
+    module = instantiate(cfg.model)
+    assert module.net.has_aux_heads and module.net.fusion.floor == pytest.approx(0.2)
+    assert module.hparams.aux_loss_weight == 1.0 and module.hparams.residual_context
+    lrs = {g["name"]: g.get("lr", cfg.model.lr) for g in module.param_groups()}
+    assert lrs["context_encoder"] == lrs["attention"] == pytest.approx(3 * cfg.model.lr)
+    assert lrs["face_encoder"] == lrs["fusion"] == pytest.approx(cfg.model.lr)
+
+
+def test_the_plain_recipe_is_the_papers_model_end_to_end(tmp_path):
+    module = instantiate(compose_config("train", tmp_path, ["recipe=plain"]).model)
+    assert not module.net.has_aux_heads and module.net.fusion.floor == 0.0
+    assert all("lr" not in g for g in module.param_groups())
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [("model.fusion=add", "model.fusion=add"), ("model.inputs=face", "model.inputs=face")],
+)
+def test_a_recipe_refuses_a_model_it_is_not_for_and_says_what_to_set(tmp_path, override, named):
+    overrides = ["recipe=context", override]
+    if override == "model.inputs=face":
+        overrides += ["model.attention=none", "model.fusion=none"]
+    cfg = compose_config("train", tmp_path, overrides)
+    with pytest.raises(UserError) as err:
+        check_recipe(cfg)
+    message = str(err.value)
+    assert "recipe=context" in message and named in message and "add recipe=plain" in message
+    assert "model.inputs=both, model.fusion=fusion_net" in message
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_keeps_the_plain_recipe_whatever_the_default(tmp_path, name):
+    """The paper's experiments and the tables' configs were measured with the plain recipe (results/*.md):
+    they pin it, so their commands reproduce those figures; a command-line recipe still wins."""
+    cfg = compose_config("train", tmp_path, [f"experiment={name}"])
+    assert cfg.recipe.name == "plain"
+    assert cfg.model == compose_config("train", tmp_path, [f"experiment={name}", "recipe=plain"]).model
+    assert compose_config("train", tmp_path, [f"experiment={name}", "recipe=context"]).recipe.name == "context"
+
+
+def test_a_run_with_the_context_recipe_trains_and_reports_its_branches(synth_root, tmp_path):
+    cfg = compose_config("train", tmp_path, ["recipe=context", f"data.root={synth_root}", *FAST])
+    metrics = train(cfg)
+    assert {"train/loss", "val/acc", "val/acc_context", "val/acc_face", "val/w_face"} <= set(metrics)
+    assert 0.2 - 1e-6 <= metrics["val/w_face"] <= 0.8 + 1e-6
