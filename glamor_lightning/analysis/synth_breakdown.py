@@ -16,6 +16,11 @@ The generating config is read from `ROOT/synthcaer.json` (written by `glamor pre
 without it is assumed to use the defaults. Either way every row's drawn face box must equal its box in
 `ROOT/faces.csv`, otherwise the config is not the one that made the images and this is an error.
 
+ROOT is the data root a run folder recorded (its saved config), so each run is split by the scenes it was tested
+on; `--data` names it for a bare predictions file (default data/synthcaer), and a `--data` that is another
+SynthCAER than the one a run recorded is an error (file names repeat from one SynthCAER to another: the wrong
+scenes would be counted without complaint).
+
     python -m glamor_lightning.analysis.synth_breakdown RUN_DIR [RUN_DIR ...] [--ensemble]   # a row per run
 """
 
@@ -35,6 +40,8 @@ from glamor_lightning.data.index import INDEX_NAME, read_index
 from glamor_lightning.data.synth import CONFIG_NAME, SynthConfig, load_config, parse_file_name, sample_scene
 
 GROUPS = ("weak", "strong", "weak, 0 distractors", "weak, 1+ distractors")
+#: the data root of a bare predictions file given without --data
+DEFAULT_ROOT = "data/synthcaer"
 #: `--companion`: weak faces by whether their companion's face centre is inside the test crop of the context
 COMPANION_GROUPS = ("weak, companion in the crop", "weak, companion cropped out")
 
@@ -175,6 +182,40 @@ def breakdown_table(runs: Sequence, labels: dict[str, str] | None = None) -> str
     return "\n".join(lines)
 
 
+def recorded_root(run: str | Path) -> Path | None:
+    """The data root a Hydra run folder was trained and tested on (its saved config), None for a bare
+    predictions file or a folder that records none."""
+    from glamor_lightning.analysis.ablation_runs import read_run
+
+    run = Path(run)
+    if not (run / ".hydra").is_dir() and not (run / "csv" / "hparams.yaml").is_file():
+        return None
+    root = read_run(run).recipe.get("data.root")
+    return Path(root) if root else None
+
+
+def root_of(run: str | Path, data: str | Path | None) -> Path:
+    """The SynthCAER root whose scenes `run`'s predictions are about: the one the run recorded, else `data`
+    (else `DEFAULT_ROOT`). A `data` that is another SynthCAER than the recorded one is an error: file names repeat
+    from root to root, so its scenes would be counted without complaint, and wrongly."""
+    recorded = recorded_root(run)
+    if recorded is None:
+        return Path(data or DEFAULT_ROOT)
+    if data is None:
+        if not (recorded / INDEX_NAME).is_file():
+            raise SynthBreakdownError(
+                f"{run} was tested on {recorded}, which holds no {INDEX_NAME} here: pass --data with that SynthCAER"
+            )
+        return recorded
+    known = (recorded / CONFIG_NAME).is_file() and (Path(data) / CONFIG_NAME).is_file()
+    if known and load_config(recorded) != load_config(data):
+        raise SynthBreakdownError(
+            f"{run} was tested on {recorded} (SynthConfig seed {load_config(recorded).seed}); --data {data} is "
+            f"another SynthCAER (seed {load_config(data).seed}): its scenes are not this run's. Leave --data out"
+        )
+    return Path(data)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m glamor_lightning.analysis.synth_breakdown",
@@ -182,7 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("runs", nargs="+", help="run folders holding predictions.csv (or the files themselves)")
-    p.add_argument("--data", default="data/synthcaer", help="the SynthCAER root the runs were tested on")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="the SynthCAER root the runs were tested on (default: the one each run folder recorded, else "
+        f"{DEFAULT_ROOT})",
+    )
     p.add_argument(
         "--ensemble",
         action="store_true",
@@ -197,23 +243,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = [Path(r) / "predictions.csv" if Path(r).is_dir() else Path(r) for r in args.runs]
     crop = (CONTEXT_SIZE, CROP_SIZE) if args.companion else None
     columns = (*GROUPS, *(COMPANION_GROUPS if crop else ()), "all")
-    print("| run | " + " | ".join(f"{g} (%)" for g in columns) + " |")
-    print("|---|" + "---:|" * len(columns))
     try:
-        rows = [(run, breakdown(f, args.data, crop)) for run, f in zip(args.runs, files)]
+        roots = [root_of(run, args.data) for run in args.runs]
+        rows = [(run, breakdown(f, root, crop)) for run, f, root in zip(args.runs, files, roots)]
         if args.ensemble:
+            if len({r.resolve() for r in roots}) > 1:
+                raise SynthBreakdownError(
+                    f"--ensemble needs runs tested on one root; these were on {sorted(set(map(str, roots)))}"
+                )
             rows.append(
                 (
                     "ensemble (product of probabilities)",
-                    count_groups(*ensemble_correct(files), args.data, "the ensemble", crop),
+                    count_groups(*ensemble_correct(files), roots[0], "the ensemble", crop),
                 )
             )
-        for name, counts in rows:
-            cells = [f"{100 * c / n:.1f} (n={n})" if n else "-" for n, c in (counts[g] for g in columns)]
-            print(f"| {name} | " + " | ".join(cells) + " |")
     except (SynthBreakdownError, FileNotFoundError, ValueError) as err:
         print(f"synth_breakdown: error: {err}", file=sys.stderr)
         return 2
+    print("| run | " + " | ".join(f"{g} (%)" for g in columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    for name, counts in rows:
+        cells = [f"{100 * c / n:.1f} (n={n})" if n else "-" for n, c in (counts[g] for g in columns)]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
 
 

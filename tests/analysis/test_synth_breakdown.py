@@ -161,3 +161,41 @@ def test_ensemble_multiplies_probabilities(root: Path, tmp_path: Path, capsys) -
     n = len(rows)
     assert last.startswith("| ensemble (product of probabilities) |")
     assert last.rstrip().endswith(f"| {100 * ((n + 1) // 2) / n:.1f} (n={n}) |")  # right where a knows nothing
+
+
+def _run_folder(run: Path, data_root: Path) -> Path:
+    """A run folder as training leaves it: predictions beside the saved config that names its data root."""
+    (run / "csv").mkdir(parents=True)
+    (run / "csv" / "hparams.yaml").write_text(f"config:\n  data:\n    root: {data_root}\n  seed: 0\n")
+    return run
+
+
+def test_a_run_folder_is_read_against_the_root_it_was_tested_on(root: Path, tmp_path: Path, capsys) -> None:
+    """Without --data a run is split by its own root's scenes, not by data/synthcaer's (file names repeat from
+    one SynthCAER to another, so the wrong root would be counted silently)."""
+    run = _run_folder(tmp_path / "run", root)
+    f, scenes = _predictions(root, run / "predictions.csv", right_when=lambda s: s.weak)
+    assert main([str(run)]) == 0
+    n_weak = sum(s.weak for s in scenes)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"| {run} | 100.0 (n={n_weak}) | 0.0 (n={len(scenes) - n_weak}) |")
+
+
+def test_another_synthcaer_than_the_runs_is_refused(root: Path, tmp_path: Path, capsys) -> None:
+    other = generate(tmp_path / "other", dataclasses.replace(CFG, seed=8), workers=1)
+    run = _run_folder(tmp_path / "run", root)
+    _predictions(root, run / "predictions.csv", right_when=lambda s: True)
+    assert main([str(run), "--data", str(other)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no table: not even its header
+    assert captured.err.strip() == (
+        f"synth_breakdown: error: {run} was tested on {root} (SynthConfig seed 7); --data {other} is another "
+        "SynthCAER (seed 8): its scenes are not this run's. Leave --data out"
+    )
+    assert main([str(run), "--data", str(root)]) == 0  # the same root, named: fine
+    gone = _run_folder(tmp_path / "gone", tmp_path / "deleted")
+    shutil.copy(run / "predictions.csv", gone / "predictions.csv")
+    capsys.readouterr()
+    assert main([str(gone)]) == 2
+    err = capsys.readouterr().err
+    assert f"was tested on {tmp_path / 'deleted'}, which holds no faces.csv here: pass --data" in err
