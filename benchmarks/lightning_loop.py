@@ -1,7 +1,8 @@
 """Lightning's own cost: training steps through `Trainer.fit`, as `make train` runs them, against a bare loop
 over the same loader and the same step, side by side.
 
-`fit`: the training config composed as the entry point composes it (`conf/train.yaml`, every default callback:
+`fit`: the training config composed as the entry point composes it (`conf/train.yaml` with `recipe=plain`, the model
+the bare loop trains; every default callback:
 checkpoints, step seeding, thread sizing, diagnostics, learning-rate monitor, progress bar; the CSV logger),
 validation off, `max_steps` steps; a callback notes the time at every batch start and the figure is the images/s
 between the end of the warm-up and the last batch start. `bare`: `full_training.LoaderFeed` (the data module's
@@ -50,6 +51,7 @@ def fit_ips(root: Path, backbone: str, setting: dict, batch: int, steps: int, s:
             [
                 f"data.root={root}",
                 f"model.backbone={backbone}",
+                "recipe=plain",  # the model `bare_ips` trains (`make_module`): Lightning's cost, not a recipe's
                 f"model.channels_last={setting['channels_last']}",
                 f"trainer.precision={'32-true' if setting['precision'] == 'fp32' else setting['precision']}",
                 f"trainer.accelerator={'gpu' if s.device.type == 'cuda' else 'cpu'}",

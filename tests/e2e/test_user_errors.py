@@ -65,6 +65,18 @@ def test_a_missing_data_root_is_one_line_before_lightning_is_imported(tmp_path):
     assert not imported
 
 
+def test_a_model_the_default_recipe_is_not_for_is_one_line_before_lightning_is_imported(synth_root, tmp_path):
+    face_only = ["model.inputs=face", "model.attention=none", "model.fusion=none"]
+    rc, err, imported = run_entry_point(
+        "glamor_lightning.train", f"data.root={synth_root}", *face_only, out=tmp_path / "run"
+    )
+    assert rc == 2 and "Traceback" not in err and not imported
+    assert err.strip().splitlines()[-1] == (
+        "glamor train: error: recipe=context trains a model with model.inputs=both, model.fusion=fusion_net; "
+        "this one has model.inputs=face, model.fusion=none: add recipe=plain (no remedies), or set the model back"
+    )
+
+
 def test_a_missing_checkpoint_is_one_line_before_lightning_is_imported(tmp_path):
     rc, err, imported = run_entry_point(
         "glamor_lightning.eval", f"ckpt_path={tmp_path / 'no.ckpt'}", out=tmp_path / "run"

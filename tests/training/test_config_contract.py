@@ -1,6 +1,7 @@
 """One fact per default: the model config (`conf/model/glamor.yaml`, composed as `train` composes it) holds
 every hyper-parameter of `EmotionModule` with the signature's default, so code that builds the module
-directly (tests, notebooks, `load_module`) and a training run agree."""
+directly (tests, notebooks, `load_module`) and a training run agree. The training recipe (`recipe=`, conf/recipe/)
+sets some of them on top: `recipe=plain` sets none, and is what this compares."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ NOT_IN_CONFIG = {"class_names": "the data's classes, which the run takes from th
 
 
 def test_model_config_defaults_are_the_module_defaults(tmp_path):
-    model = OmegaConf.to_container(compose_config("train", tmp_path).model, resolve=True)
+    model = OmegaConf.to_container(compose_config("train", tmp_path, ["recipe=plain"]).model, resolve=True)
     assert model.pop("_target_") == "glamor_lightning.module.EmotionModule"
     signature = {name: p.default for name, p in inspect.signature(EmotionModule).parameters.items()}
     assert set(model) == set(signature) - set(NOT_IN_CONFIG)

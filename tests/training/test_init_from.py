@@ -49,7 +49,8 @@ FAST = [
 
 
 def test_a_run_from_init_from_predicts_like_the_checkpoint_before_any_step(tiny_ckpt, synth_root, tmp_path):
-    run = [f"data.root={synth_root}", "trainer.max_epochs=0", *FAST]
+    # the checkpoint's own recipe: the default one's gate floor would change the fused prediction
+    run = [f"data.root={synth_root}", "trainer.max_epochs=0", "recipe=plain", *FAST]
     train(compose_config("train", tmp_path / "started", [f"init_from={tiny_ckpt}", *run]))
     train(compose_config("train", tmp_path / "fresh", run))
     evaluate(

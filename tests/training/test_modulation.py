@@ -204,7 +204,8 @@ def test_ge_noise_has_the_gradients_std(ge_runs):
     ],
 )
 def test_modulation_without_trained_auxiliary_heads_is_a_clear_error(synth_root, tmp_path, overrides, message):
-    cfg = compose_config("train", tmp_path, [f"data.root={synth_root}", *FAST, *overrides])
+    # the plain recipe: the default one trains the auxiliary heads (their loss counts)
+    cfg = compose_config("train", tmp_path, [f"data.root={synth_root}", "recipe=plain", *FAST, *overrides])
     with pytest.raises(ValueError, match=message):
         fit(cfg)
 

@@ -224,10 +224,11 @@ def test_aux_heads_follow_the_branches(tmp_path):
     assert not EmotionModule(inputs="context", fusion="none", aux_heads=True).net.has_aux_heads
     with pytest.raises(ValueError, match="aux_heads=False"):
         GlamorNet(inputs="context", fusion="none", aux_heads=True)
-    # the configs add them with staged training only
-    assert compose_config("train", tmp_path, ["callbacks=staged"]).model.aux_heads is True
-    assert compose_config("train", tmp_path).model.aux_heads is False
-    assert compose_config("train", tmp_path, ["callbacks=none"]).model.aux_heads is False
+    # the plain recipe adds them with staged training only; the default recipe (context) trains them always
+    assert compose_config("train", tmp_path, ["recipe=plain", "callbacks=staged"]).model.aux_heads is True
+    assert compose_config("train", tmp_path, ["recipe=plain"]).model.aux_heads is False
+    assert compose_config("train", tmp_path, ["recipe=plain", "callbacks=none"]).model.aux_heads is False
+    assert compose_config("train", tmp_path).model.aux_heads is True
     # the fused prediction does not read the auxiliary heads
     torch.manual_seed(0)
     module = EmotionModule(aux_heads=True).eval()
