@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
@@ -44,9 +45,9 @@ class EpochClock(Callback):
             self.out.write_text(json.dumps(self.times))
 
 
-def time_job(root: Path, backbone: str, s: Settings, epochs: int = EPOCHS) -> dict:
+def time_job(root: Path, backbone: str, s: Settings, epochs: int = EPOCHS, overrides: Sequence[str] = ()) -> dict:
     """{"setup_s", "epoch_s": [...], "max_epochs", "projected_s", "precision", "recipe"} of `make train
-    BACKBONE=backbone` on `root`."""
+    BACKBONE=backbone` on `root` (with Hydra `overrides`, e.g. `recipe=plain`, to time another setting)."""
     from glamor_lightning.train import train
 
     with tempfile.TemporaryDirectory() as out:
@@ -64,6 +65,7 @@ def time_job(root: Path, backbone: str, s: Settings, epochs: int = EPOCHS) -> di
                 f"paths.output_dir={out}",
                 f"+callbacks.epoch_clock._target_={__name__}.EpochClock",
                 f"+callbacks.epoch_clock.out={clock_file}",
+                *overrides,
             ],
             Path(out),
         )
