@@ -49,6 +49,25 @@ def check_recipe(cfg: DictConfig) -> None:
         )
 
 
+def check_resume(cfg: DictConfig, checkpoint: dict, hparams: dict) -> None:
+    """A resumed run (`ckpt_path`) goes on with the model settings its checkpoint was trained with: any model
+    hyper-parameter that differs is refused, naming each, rather than failing in Lightning's state-dict load
+    (auxiliary heads) or silently training on with another recipe. A run from before `recipe=context` became the
+    default (2026-12-01) resumes with `recipe=plain`."""
+    saved = checkpoint.get("hyper_parameters") or {}
+    differ = {k: (saved[k], v) for k, v in hparams.items() if k in saved and saved[k] != v}
+    if differ:
+        diffs = "; ".join(f"model.{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in sorted(differ.items()))
+        plain = not saved.get("aux_heads") and not saved.get("fusion_floor") and not saved.get("lr_scale")
+        hint = (
+            " (it was trained with the plain recipe: add recipe=plain)" if plain and cfg.recipe.name != "plain" else ""
+        )
+        raise UserError(
+            f"ckpt_path={cfg.ckpt_path} resumes a run with other model settings{hint}: {diffs}. "
+            "Resume with the settings it was trained with (init_from=... starts a new run from its weights)"
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model described by `cfg`, then test the best checkpoint; return all metrics."""
     preflight(cfg)
@@ -71,6 +90,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("init_from"):
         fresh = load_net_weights(model, cfg.init_from)
         log.info("Net weights from %s%s", cfg.init_from, f" ({', '.join(fresh)} fresh)" if fresh else "")
+    if resumed is not None:
+        check_resume(cfg, resumed, dict(model.hparams))
     datamodule = instantiate(cfg.data)
     model.bind_data(datamodule)
     if cfg.trainer.get("precision") == AUTO:  # what the saved config records is the precision chosen

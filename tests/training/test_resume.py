@@ -82,3 +82,22 @@ def test_resumed_run_logs_the_same_metrics(runs):
     # the interrupted epoch's epoch-level metrics (train/* averaged over the whole epoch, val/*, stage)
     ea, eb = epoch_rows(read_metrics(a_dir)), epoch_rows(read_metrics(b_dir))
     assert ea[1] == eb[1]
+
+
+def test_a_run_resumed_with_other_model_settings_is_refused_naming_them(synth_root, tmp_path):
+    """A run trained before the default recipe changed (`recipe=plain`) resumed under the new default: one clear
+    error naming each setting and `recipe=plain`, not Lightning's missing-keys traceback; with it, it resumes."""
+    from glamor_lightning.errors import UserError
+
+    common = [f"data.root={synth_root}", *FAST, "trainer.max_epochs=1", "+trainer.limit_train_batches=1"]
+    train(compose_config("train", tmp_path / "a", ["recipe=plain", *common]))
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    resume = [f"data.root={synth_root}", *FAST, "trainer.max_epochs=2", "+trainer.limit_train_batches=1"]
+    with pytest.raises(UserError) as err:
+        train(compose_config("train", tmp_path / "b", [*resume, f"ckpt_path={last}"]))
+    message = str(err.value)
+    assert "it was trained with the plain recipe: add recipe=plain" in message
+    assert "model.aux_heads: checkpoint False, this run True" in message
+    assert "model.fusion_floor: checkpoint 0.0, this run 0.2" in message
+    metrics = train(compose_config("train", tmp_path / "c", ["recipe=plain", *resume, f"ckpt_path={last}"]))
+    assert "val/acc" in metrics
