@@ -49,13 +49,18 @@ def check_recipe(cfg: DictConfig) -> None:
         )
 
 
+#: model settings a resumed run may change: how it executes, or how a fresh model starts (the checkpoint's
+#: weights replace those), not what it trains
+RESUME_FREE = frozenset({"channels_last", "compile", "pretrained", "pretrained_path"})
+
+
 def check_resume(cfg: DictConfig, checkpoint: dict, hparams: dict) -> None:
     """A resumed run (`ckpt_path`) goes on with the model settings its checkpoint was trained with: any model
     hyper-parameter that differs is refused, naming each, rather than failing in Lightning's state-dict load
     (auxiliary heads) or silently training on with another recipe. A run from before `recipe=context` became the
     default (2026-12-01) resumes with `recipe=plain`."""
     saved = checkpoint.get("hyper_parameters") or {}
-    differ = {k: (saved[k], v) for k, v in hparams.items() if k in saved and saved[k] != v}
+    differ = {k: (saved[k], v) for k, v in hparams.items() if k in saved and k not in RESUME_FREE and saved[k] != v}
     if differ:
         diffs = "; ".join(f"model.{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in sorted(differ.items()))
         plain = not saved.get("aux_heads") and not saved.get("fusion_floor") and not saved.get("lr_scale")

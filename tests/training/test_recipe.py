@@ -12,16 +12,9 @@ from conftest import compose_config
 from glamor_lightning.errors import UserError
 from glamor_lightning.hydra_utils import CONF_DIR
 from glamor_lightning.train import check_recipe, train
+from training_helpers import FAST
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
-FAST = [
-    "trainer.fast_dev_run=true",
-    "trainer.accelerator=cpu",
-    "logger=csv",
-    "data.cache_workers=0",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
-]
 
 
 def test_the_context_recipe_trains_glamor_net_with_its_remedies(tmp_path):
@@ -68,7 +61,9 @@ def test_every_experiment_keeps_the_plain_recipe_whatever_the_default(tmp_path, 
 
 
 def test_a_run_with_the_context_recipe_trains_and_reports_its_branches(synth_root, tmp_path):
-    cfg = compose_config("train", tmp_path, ["recipe=context", f"data.root={synth_root}", *FAST])
+    cfg = compose_config(
+        "train", tmp_path, ["recipe=context", f"data.root={synth_root}", *FAST, "trainer.fast_dev_run=true"]
+    )
     metrics = train(cfg)
     assert {"train/loss", "val/acc", "val/acc_context", "val/acc_face", "val/w_face"} <= set(metrics)
     assert 0.2 - 1e-6 <= metrics["val/w_face"] <= 0.8 + 1e-6
