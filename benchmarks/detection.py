@@ -30,6 +30,8 @@ from glamor_lightning.data.mtcnn import FaceDetector
 
 FACE_COUNTS = (1, 5, 8)  # latency targets are set for 1 and 5 faces
 TILE = 256
+#: the detection bounds compared (time and boxes against full resolution) when choosing DETECT_MAX_SIDE
+BOUND_CANDIDATES = (480, 512, 640)
 
 
 def root_images(root: Path, n: int) -> list[np.ndarray]:
@@ -54,6 +56,33 @@ def faces_photo(n_faces: int) -> np.ndarray:
         r, c = divmod(k, 4)
         photo[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = tile
     return photo
+
+
+def compare_bounds(full: FaceDetector, photos: dict[int, np.ndarray], s: Settings) -> dict:
+    """For each bound of BOUND_CANDIDATES: MTCNN's time on each photo (interleaved with the other bounds) and
+    how far its boxes are from full resolution's (the largest edge difference, pixels; faces counted)."""
+    detectors = {b: full.bounded(b) for b in BOUND_CANDIDATES}
+    out: dict = {str(b): {"detect": {}, "max_edge_px": 0.0, "same_faces": True} for b in BOUND_CANDIDATES}
+    for k, photo in photos.items():
+        expected = [d.box for d in full.detect([photo])[0]]
+        times = measure_interleaved({str(b): lambda d=d, p=photo: d.detect([p]) for b, d in detectors.items()}, 1, s)
+        for b, d in detectors.items():
+            found = [f.box for f in d.detect([photo])[0]]
+            cell = out[str(b)]
+            cell["detect"][str(k)] = times[str(b)]
+            cell["same_faces"] &= len(found) == len(expected)
+            for e in expected:
+                if found:
+                    edge = min(float(np.abs(np.subtract(f, e)).max()) for f in found)
+                    cell["max_edge_px"] = max(cell["max_edge_px"], edge)
+    for b in BOUND_CANDIDATES:
+        c = out[str(b)]
+        log(
+            f"detection bound {b}: "
+            + ", ".join(f"{k} face(s) {_ms(t):.0f} ms" for k, t in c["detect"].items())
+            + f"; boxes within {c['max_edge_px']:.1f} px of full resolution, same faces: {c['same_faces']}"
+        )
+    return out
 
 
 def _ms(t) -> float:
@@ -86,6 +115,7 @@ def run(root: Path, s: Settings, predict_backbone: str = "mobilenetv2") -> dict:
         "latency_full": {},
         "faces_found_full": {},
         "detect_full": {},
+        "fold": {},
     }
 
     photos = {k: faces_photo(k) for k in FACE_COUNTS}
@@ -102,9 +132,10 @@ def run(root: Path, s: Settings, predict_backbone: str = "mobilenetv2") -> dict:
             {"bound": lambda p=photo: bounded.detect([p]), "full": lambda p=photo: detector.detect([p])}, 1, s
         )
         out["detect"][str(k)], out["detect_full"][str(k)] = t["bound"], t["full"]
+    out["bounds"] = compare_bounds(detector, photos, s)
     backbones = list(dict.fromkeys([predict_backbone, *s.backbones])) if not s.quick else [s.backbones[0]]
     for backbone in backbones:
-        module = make_module(backbone, channels_last=False, device=s.device).eval()
+        module = make_module(backbone, channels_last=True, device=s.device).eval()  # as `make train` trains it
         predictor = Predictor(module, device=s.device, detector=bounded)
         full = Predictor(module, device=s.device, detector=detector)
         out["classify"][backbone] = {}
@@ -113,6 +144,17 @@ def run(root: Path, s: Settings, predict_backbone: str = "mobilenetv2") -> dict:
             if b:
                 out["classify"][backbone][str(k)] = measure(
                     lambda p=photo, b=b, sc=sc: predictor.classify(p, b, sc), 1, s
+                )
+            if backbone == backbones[0] and b:  # the net as `Predictor` runs it (folded, channels-last) and as trained
+                unfolded = Predictor(module, device=s.device, detector=bounded)
+                unfolded.forward = lambda f, c: module(f.to(s.device), c.to(s.device))  # the module as trained
+                out["fold"][str(k)] = measure_interleaved(
+                    {
+                        "folded": lambda p=photo, b=b, sc=sc: predictor.classify(p, b, sc),
+                        "unfolded": lambda p=photo, b=b, sc=sc: unfolded.classify(p, b, sc),
+                    },
+                    1,
+                    s,
                 )
             if backbone == backbones[0]:  # end to end: MTCNN dominates, the backbone hardly matters
                 t = measure_interleaved(

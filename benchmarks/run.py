@@ -183,6 +183,19 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
             )
             for k, v in det["latency_full"].items():
                 doc["raw"][f"predict/latency_full/{k}"] = v.to_dict()
+        if det.get("bounds"):  # how DETECT_MAX_SIDE is chosen: time and boxes at each candidate bound
+            doc["detection"]["bounds"] = {
+                b: {
+                    "detect_ms": {k: 1000.0 / t.median for k, t in c["detect"].items()},
+                    "max_edge_px": c["max_edge_px"],
+                    "same_faces": c["same_faces"],
+                }
+                for b, c in det["bounds"].items()
+            }
+        if det.get("fold"):  # Predictor's net with its norms folded, against the net as trained
+            doc["detection"]["fold_ms"] = {
+                k: {name: 1000.0 / t.median for name, t in c.items()} for k, c in det["fold"].items()
+            }
         for name in ("batch1_ips", "batched_ips"):
             doc["raw"][f"detect/{name}"] = det[name].to_dict()
         for k, v in det["latency"].items():
@@ -366,6 +379,34 @@ def table(doc: dict) -> str:
             cells += [_f(c.get(k), 1) for c in d["classify_ms"].values()]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        if d.get("bounds"):
+            counts = list(d["latency_ms"])
+            lines += [
+                "MTCNN's longest side on the 1024×512 photos (`predict.DETECT_MAX_SIDE` is chosen from this): "
+                "detection ms, and the largest difference of any box edge from full resolution's:",
+                "",
+                "| longest side | "
+                + " | ".join(f"{k} face(s) ms" for k in counts)
+                + " | boxes within (px) | same faces |",
+                "|---:|" + "---:|" * len(counts) + "---:|---|",
+            ]
+            for b, c in d["bounds"].items():
+                cells = [b, *(_f(c["detect_ms"].get(k), 0) for k in counts), _f(c["max_edge_px"], 1)]
+                lines.append("| " + " | ".join(cells) + f" | {'yes' if c['same_faces'] else 'no'} |")
+            lines.append("")
+        if d.get("fold_ms"):
+            lines += [
+                "Batch norm folded into the convolutions, channels-last (`Predictor.classify`, "
+                f"{d['predict_backbone']}, boxes known), against the module as trained:",
+                "",
+                "| faces | folded ms | as trained ms | as trained / folded |",
+                "|---:|---:|---:|---:|",
+            ]
+            for k, c in d["fold_ms"].items():
+                lines.append(
+                    f"| {k} | {_f(c['folded'], 1)} | {_f(c['unfolded'], 1)} | {_f(c['unfolded'] / c['folded'], 2)}× |"
+                )
+            lines.append("")
     if "video" in doc:
         v = doc["video"]
         w, h = v["frame_size"]

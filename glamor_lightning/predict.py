@@ -27,13 +27,18 @@ from glamor_lightning.annotate import annotate  # noqa: F401  (re-exported: wher
 from glamor_lightning.data.geometry import face_crop, masked_context
 from glamor_lightning.data.images import read_rgb
 from glamor_lightning.data.transforms import PairTransform
+from glamor_lightning.models.fold import fold_batchnorm
+from glamor_lightning.models.glamor import GlamorOutput
+from glamor_lightning.module import to_float_nchw
 
 Box = tuple[float, float, float, float]
 
-#: longest side, in pixels, MTCNN searches a photo or video frame at when predicting (larger ones are shrunk
-#: for detection, boxes mapped back): chosen by `make bench` (benchmarks/detection.py, latency with and
-#: without the bound). Change it here; `glamor predict --detect-max-side` defaults to it.
-DETECT_MAX_SIDE = 640
+#: longest side, in pixels, MTCNN searches a photo at when predicting (larger ones are shrunk for detection,
+#: boxes mapped back): chosen by `make bench` (benchmarks/detection.py, `bounds`): of the bounds whose boxes
+#: stay within 8 px of full resolution's on the test photos (tests/predict/test_detect_bound.py; 480 moved
+#: the top edge of mirrored heads by up to 10 px), the fastest. Change it here; `glamor predict
+#: --detect-max-side` defaults to it.
+DETECT_MAX_SIDE = 512
 #: the same for video frames (`Predictor.predict_video`, `glamor predict` on videos): lower, since a video's
 #: frames are many and its faces rarely small: on 640×360 frames with five faces, 480 took 0.7× the
 #: detection time of full resolution, with the same faces and boxes within 4 px (make bench, docs/video.md)
@@ -108,6 +113,11 @@ class Predictor:
         self.module = module.to(self.device).eval()
         #: the model's inputs: sizes, masking and class names (`glamor_lightning.data.contract`)
         self.contract = module.data_contract
+        #: what `forward` runs: a copy of the module's net with its batch norms folded into the convolutions
+        #: (`glamor_lightning.models.fold`; the same outputs, checked), in channels-last memory format whatever
+        #: the model was trained in (faster for one face and for several: make bench, `fold_ms`); the module
+        #: itself is not changed
+        self.net = fold_batchnorm(module.net, *self._example_inputs()).net.to(memory_format=torch.channels_last)
         self.classes = list(self.contract.class_names)
         self.detector = detector or FaceDetector(
             device=self.device, threshold=threshold, min_face_size=min_face_size, max_side=detect_max_side or None
@@ -158,6 +168,23 @@ class Predictor:
         """The longest side MTCNN searches a video frame at (None: full resolution)."""
         return self.video_detector.max_side
 
+    def _example_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two faces' float NCHW inputs of the contract's sizes (seeded noise): what folding is checked on."""
+        c, g = self.contract, torch.Generator().manual_seed(0)
+        faces = torch.randint(0, 256, (2, c.face_size, c.face_size, 3), dtype=torch.uint8, generator=g)
+        contexts = torch.randint(0, 256, (2, c.crop_size, c.crop_size, 3), dtype=torch.uint8, generator=g)
+        return self._net_inputs(faces, contexts)
+
+    def _net_inputs(self, faces: torch.Tensor, contexts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 NHWC batches as the net takes them: float, NCHW in shape, channels-last in memory."""
+        return to_float_nchw(faces.to(self.device), True), to_float_nchw(contexts.to(self.device), True)
+
+    @torch.no_grad()
+    def forward(self, faces: torch.Tensor, contexts: torch.Tensor) -> GlamorOutput:
+        """The model's output for uint8 NHWC batches of faces and contexts (`model_inputs`): what
+        `self.module(faces, contexts)` gives, from the folded net."""
+        return self.net(*self._net_inputs(faces, contexts))
+
     def face_inputs(self, image: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
         """What the model sees of the face at `box` of an RGB uint8 image: the face crop (face_size²) and
         the image with that box zeroed (when the contract masks it), resized to context_size and
@@ -183,7 +210,7 @@ class Predictor:
             return []
         image = as_rgb_uint8(image)
         faces, contexts = self.model_inputs(image, boxes)
-        out = self.module(faces.to(self.device), contexts.to(self.device))
+        out = self.forward(faces, contexts)
         probs = out.logits.float().softmax(1).cpu().numpy()
         attn = out.attention.float().cpu().numpy()
         scores = list(scores) if scores is not None else [float("nan")] * len(boxes)

@@ -125,6 +125,6 @@ def classify_batch(predictor, images: list[np.ndarray], boxes: list[list[Box]]) 
     inputs = [predictor.model_inputs(image, b) for image, b in zip(images, boxes) if b]
     if not inputs:
         return np.zeros((0, len(predictor.classes)))
-    faces = torch.cat([f for f, _ in inputs]).to(predictor.device)
-    contexts = torch.cat([c for _, c in inputs]).to(predictor.device)
-    return predictor.module(faces, contexts).logits.float().softmax(1).cpu().numpy()
+    faces = torch.cat([f for f, _ in inputs])
+    contexts = torch.cat([c for _, c in inputs])
+    return predictor.forward(faces, contexts).logits.float().softmax(1).cpu().numpy()

@@ -104,6 +104,11 @@ def _fake_raw(backbones=("original",)) -> dict:
             "latency": {k: t(5) for k in ("1", "4", "8")},
             "detect": {k: t(6) for k in ("1", "4", "8")},
             "classify": {b: {k: t(50) for k in ("1", "4", "8")} for b in backbones},
+            "bounds": {
+                "480": {"detect": {k: t(50) for k in ("1", "4", "8")}, "max_edge_px": 7.5, "same_faces": True},
+                "640": {"detect": {k: t(25) for k in ("1", "4", "8")}, "max_edge_px": 3.0, "same_faces": True},
+            },
+            "fold": {k: {"folded": t(50), "unfolded": t(40)} for k in ("1", "4", "8")},
         },
     }
     return raw
@@ -122,7 +127,14 @@ def test_summary_schema_table_and_files(tmp_path):
         assert len(e["model_only_grid_ips"]) == 4
     assert doc["data_path"]["decode_ips"] == 100 and doc["data_path"]["cache_over_decode"] == pytest.approx(15)
     assert doc["detection"]["latency_ms"]["8"] == pytest.approx(200.0)
+    assert doc["detection"]["bounds"]["480"] == {
+        "detect_ms": {"1": 20.0, "4": 20.0, "8": 20.0},
+        "max_edge_px": 7.5,
+        "same_faces": True,
+    }
+    assert doc["detection"]["fold_ms"]["1"] == {"folded": 20.0, "unfolded": 25.0}
     text = run.table(doc)
+    assert "| 480 | 20 | 20 | 20 | 7.5 | yes |" in text and "| 1 | 20.0 | 25.0 | 1.25× |" in text
     for heading in ("Model-only training", "Full training", "Data path", "Face detection", "Matmul peak"):
         assert heading in text
     paths = run.write(doc, text, tmp_path)
@@ -199,6 +211,9 @@ def test_make_bench_quick_subprocess(tmp_path):
     assert _positive(det["batch1_ips"]) and _positive(det["batched_ips"])
     assert det["faces_found"] == {"1": 1, "5": 5, "8": 8}  # MTCNN finds every tiled face
     assert all(_positive(v) for v in det["latency_ms"].values())
+    assert set(det["bounds"]) == {"480", "512", "640"}
+    assert all(b["same_faces"] and 0 <= b["max_edge_px"] <= 12 for b in det["bounds"].values())
+    assert all(_positive(c["folded"]) and _positive(c["unfolded"]) for c in det["fold_ms"].values())
 
 
 def test_fair_share_of_the_cores():

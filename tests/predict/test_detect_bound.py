@@ -61,20 +61,27 @@ def assert_same_faces(found, expected, tol: float) -> None:
         assert np.abs(np.subtract(nearest.box, e.box)).max() <= tol, (nearest.box, e.box)
 
 
-@pytest.mark.parametrize("n_faces", [1, 4, 8])
-def test_a_bounded_search_finds_the_faces_of_the_full_resolution_one(full, bounded, n_faces):
-    photo = faces_photo(n_faces)
-    expected = full.detect([photo])[0]
-    assert len(expected) == n_faces
-    assert_same_faces(bounded.detect([photo])[0], expected, tol=8)
+@pytest.fixture(scope="module")
+def by_default():
+    return FaceDetector(max_side=DETECT_MAX_SIDE)
 
 
+@pytest.mark.parametrize("mirror", [False, True], ids=["head", "mirrored"])
 @pytest.mark.parametrize("bg, at", [("coffee", (100, 100)), ("rocket", (900, 400)), ("cat", (500, 300))])
-def test_a_150_px_head_in_a_1280x720_scene(full, bounded, bg, at):
-    image = scene(bg, (1280, 720), head_px=150, at=at)
+def test_the_default_bound_keeps_every_box_within_8_px_of_full_resolution(full, by_default, bg, at, mirror):
+    """What `glamor predict` finds by default (DETECT_MAX_SIDE) on real photos, against full resolution."""
+    image = scene(bg, (1280, 720), head_px=150, at=at, mirror=mirror)
     expected = full.detect([image])[0]
     assert len(expected) == 1
-    assert_same_faces(bounded.detect([image])[0], expected, tol=8)
+    assert_same_faces(by_default.detect([image])[0], expected, tol=8)
+
+
+@pytest.mark.parametrize("n_faces", [1, 5, 8])
+def test_the_default_bound_finds_every_tiled_face(full, by_default, n_faces):
+    photo = faces_photo(n_faces)  # the photos of `make bench`'s latency figures
+    expected = full.detect([photo])[0]
+    assert len(expected) == n_faces
+    assert_same_faces(by_default.detect([photo])[0], expected, tol=8)
 
 
 def test_the_mirrored_head_is_found_with_a_less_stable_top_edge(full, bounded):
@@ -179,7 +186,7 @@ def test_the_predictor_passes_its_bound_to_the_detector(tiny_ckpt):
 
 def test_the_cli_flag_reaches_the_detector(tiny_ckpt, full, tmp_path, capsys):
     """Default: DETECT_MAX_SIDE (the boxes of a detector with that bound); 0: full resolution (the boxes of an
-    unbounded one). At 640 the 40-px head of the 1920×1080 photo is only found at full resolution."""
+    unbounded one). At the default the 40-px head of the 1920×1080 photo is only found at full resolution."""
     image = big_and_small_heads()
     write_image(tmp_path / "in" / "scene.png", image)
     boxes = {}

@@ -65,8 +65,8 @@ def test_several_faces_in_one_image_one_batch(predictor, astronaut, monkeypatch)
     composite = np.concatenate([small, small, small], axis=1)  # three astronauts side by side
     single = FaceDetector(threshold=0.9).detect([small])[0][0].box
     batches = []
-    forward = predictor.module.forward
-    monkeypatch.setattr(predictor.module, "forward", lambda f, c: batches.append(len(f)) or forward(f, c))
+    forward = predictor.net.forward  # the folded copy of the module's net (`Predictor.forward`)
+    monkeypatch.setattr(predictor.net, "forward", lambda f, c: batches.append(len(f)) or forward(f, c))
     faces = predictor.predict(composite, attention=True)
     assert batches == [3]  # all faces of the image in one batch
     assert len(faces) == 3

@@ -13,6 +13,7 @@ from skimage import data as skdata
 
 from glamor_lightning.cli import main
 from glamor_lightning.data.mtcnn import FaceDetector
+from glamor_lightning.predict import DETECT_MAX_SIDE
 
 
 def astronaut() -> np.ndarray:
@@ -55,13 +56,14 @@ def test_predict_writes_no_face_for_a_too_small_image_and_goes_on(tiny_ckpt, tmp
 
 def test_a_strip_too_thin_once_bounded_says_so_and_names_the_bound(tiny_ckpt, tmp_path):
     photos = tmp_path / "photos"
-    strip = cv2.resize(astronaut(), (2048, 30), interpolation=cv2.INTER_AREA)  # searched at 640 x 9
+    strip = cv2.resize(astronaut(), (2048, 30), interpolation=cv2.INTER_AREA)  # too thin once shrunk
     write_image(photos / "strip.png", strip)
     out = tmp_path / "out"
     assert main(["predict", "--ckpt", str(tiny_ckpt), str(photos), "--out", str(out), "--device", "cpu"]) == 0
     record = json.loads((out / "strip.json").read_text())
-    assert record["detect_max_side"] == 640 and record["faces"] == []
-    assert "searched at 640x9 (--detect-max-side 640)" in record["message"]
+    side, thin = DETECT_MAX_SIDE, round(30 * DETECT_MAX_SIDE / 2048)
+    assert record["detect_max_side"] == side and record["faces"] == [] and thin < 20
+    assert f"searched at {side}x{thin} (--detect-max-side {side})" in record["message"]
     assert "--detect-max-side 0" in record["message"]
 
 
