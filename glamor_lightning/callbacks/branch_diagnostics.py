@@ -74,16 +74,18 @@ def other_class_partners(target: torch.Tensor) -> torch.Tensor | None:
 
 @torch.no_grad()
 def context_under_other_face(
-    net: GlamorNet, v_f: torch.Tensor, context: torch.Tensor, target: torch.Tensor
+    net: GlamorNet, v_f: torch.Tensor, context_map: torch.Tensor, target: torch.Tensor
 ) -> torch.Tensor | None:
     """Accuracy of the fused head on the context alone (v_f zeroed) when GLA is guided by the face of an image
-    of another class (`other_class_partners`), in fp32: what the context vector tells once it cannot echo its
-    own face (an echo now points to the wrong class). None for a batch of one class."""
+    of another class (`other_class_partners`): what the context vector tells once it cannot echo its own face
+    (an echo now points to the wrong class). `context_map` is the context encoder's output for the batch (the
+    one the validation forward made, so the encoder does not run twice); attention and decision in fp32, as
+    `branch_effects`. None for a batch of one class."""
     partner = other_class_partners(target)
     if partner is None:
         return None
-    with torch.autocast(context.device.type, enabled=False):
-        v_c, _ = net.attention(v_f.float()[partner], net.context_encoder(context.float()))
+    with torch.autocast(context_map.device.type, enabled=False):
+        v_c, _ = net.attention(v_f.float()[partner], context_map.float())
         decision = net.decide(torch.zeros_like(v_f, dtype=torch.float32), v_c)[0].argmax(dim=1)
     return (decision == target).float().mean()
 
@@ -107,6 +109,27 @@ class BranchDiagnostics(Callback):
         #: this epoch's sum of each branch part's gradient norm, over `grad_norm_steps` optimiser steps
         self.grad_norm_sums: dict[str, torch.Tensor | float] = {}
         self.grad_norm_steps = 0
+        #: the context encoder's output of the current validation batch (a forward hook during validation)
+        self._context_map: torch.Tensor | None = None
+        self._hook = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.enabled and pl_module.net.inputs == "both" and pl_module.net.attention_reads_face:
+            self._hook = pl_module.net.context_encoder.register_forward_hook(self._keep_context_map)
+
+    def _keep_context_map(self, _module, _inputs, output: torch.Tensor) -> None:
+        self._context_map = output
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._release()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._release()  # a validation that raised
+
+    def _release(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+        self._hook, self._context_map = None, None
 
     def on_validation_batch_end(
         self,
@@ -126,8 +149,10 @@ class BranchDiagnostics(Callback):
         for name, value in branch_effects(pl_module.net, out.face_vector, out.context_vector, target).items():
             pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=len(target), sync_dist=True)
         if pl_module.net.attention_reads_face:
-            context = to_float_nchw(batch[1], pl_module.hparams.channels_last)
-            other = context_under_other_face(pl_module.net, out.face_vector, context, target)
+            context_map, self._context_map = self._context_map, None
+            if context_map is None or len(context_map) != len(target):  # no hook call seen (e.g. a compiled net)
+                context_map = pl_module.net.context_encoder(to_float_nchw(batch[1], pl_module.hparams.channels_last))
+            other = context_under_other_face(pl_module.net, out.face_vector, context_map, target)
             # logged for every batch, a one-class batch with weight 0: every DDP rank logs the same keys
             pl_module.log(
                 "val/acc_context_other_face",

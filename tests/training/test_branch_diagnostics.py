@@ -122,10 +122,24 @@ def test_context_under_another_face_guides_gla_with_a_face_of_another_class():
 
         other, own = context_alone(v_f.roll(-1, dims=0)), context_alone(v_f)
     assert (other != own).any()  # the guide matters to GLA: the check below can tell the two apart
-    measured = float(context_under_other_face(net, v_f, context, target))
+    measured = float(context_under_other_face(net, v_f, fmap, target))
     assert measured == pytest.approx(float((other == target).float().mean()))
     assert measured != pytest.approx(float((own == target).float().mean()))
-    assert context_under_other_face(net, v_f, context, torch.zeros(16, dtype=torch.long)) is None
+    assert context_under_other_face(net, v_f, fmap, torch.zeros(16, dtype=torch.long)) is None
+
+
+def test_the_other_face_check_reuses_the_validations_context_map(module, synth_root):
+    """The context encoder runs once per validation batch: the check takes the map the validation forward made
+    (it used to encode every validation context a second time, 37 % of a MobileNetV2 validation's time)."""
+    calls = []
+    hook = module.net.context_encoder.register_forward_hook(lambda m, i, o: calls.append(len(o)))
+    dm = make_datamodule(synth_root, eval_batch_size=6)
+    module.bind_data(dm)
+    metrics = cpu_trainer(callbacks=[BranchDiagnostics()]).validate(module, datamodule=dm, verbose=False)[0]
+    hook.remove()
+    assert 0.0 <= float(metrics["val/acc_context_other_face"]) <= 1.0
+    assert sum(calls) == len(dm.dataset("val")) and all(n <= 6 for n in calls)
+    assert len(module.net.context_encoder._forward_hooks) == 0  # the callback's hook is gone after validation
 
 
 def test_the_other_face_check_is_logged_for_gla_only(module, synth_root):
