@@ -2,8 +2,8 @@
 
 In eval mode a BatchNorm2d is a per-channel affine map, y = (x - mean) · γ / √(var + ε) + β, so when its
 input is the output of a Conv2d it can be merged into that convolution's weights and bias and dropped. A
-photo's prediction then runs one layer fewer per block: in MobileNetV2 (52 convolutions, each with its
-norm) that is about a fifth of a one-face forward on a 2-core CPU (`make bench --only detection`).
+photo's prediction then runs one layer fewer per block: MobileNetV2 has 52 convolutions, each with its norm
+(`Predictor` runs the folded copy; its gain: `make bench BENCH_ARGS="--only detect"`, `fold_ms`).
 
 Which norm follows which convolution is read from one forward pass, not from layer names, so every
 backbone of the registry (ours, timm's) is folded the same way: a norm is folded into a convolution when
