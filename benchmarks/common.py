@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 # the training step `make bench` times is the one `trainer.precision=auto` times: one definition
-from glamor_lightning.precision_choice import TrainStep, has_amx, processor_name, random_batch  # noqa: F401 (re-exported)
+from glamor_lightning.precision_choice import TrainStep, has_amx, native_bf16, processor_name, random_batch  # noqa: F401 (re-exported)
 
 BATCH = 32
 BACKBONES = ("original", "mobilenetv2", "resnet18")
@@ -176,6 +176,7 @@ def machine(device: torch.device) -> dict:
     info = {
         "cpu": processor_name(),
         "amx": has_amx(),
+        "native_bf16": native_bf16(device),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

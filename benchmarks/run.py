@@ -231,6 +231,10 @@ def _f(x, digits: int = 1) -> str:
     return f"{x:,.{digits}f}"
 
 
+def yes_no(flag) -> str:
+    return "?" if flag is None else ("yes" if flag else "no")  # "?": a result file from before the key existed
+
+
 def table(doc: dict) -> str:
     """The printed (markdown) table."""
     m = doc["machine"]
@@ -238,7 +242,8 @@ def table(doc: dict) -> str:
     lines = [
         f"# glamor-lightning benchmark, {doc['date']}{' (QUICK: smoke test only)' if doc['quick'] else ''}",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads){gpu}; torch "
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads){gpu}; AMX "
+        f"{yes_no(m.get('amx'))}, native bf16 {yes_no(m.get('native_bf16'))}; torch "
         f"{m['torch']}; device {m['device']}; 1-min load at start {m.get('load_avg_1m', '?')}. "
         f"Batch {doc['settings']['batch']}; each figure the median of up to {doc['settings']['repeats']} "
         f"repeats after warm-up; {doc['elapsed_s']:.0f} s in all.",

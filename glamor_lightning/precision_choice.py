@@ -3,7 +3,9 @@
 Which precision trains fastest depends on the processor and on the network, by up to 2x either way. On an AMD
 EPYC without AMX, bf16-mixed trains the original backbone 2.0x faster than fp32, but MobileNetV2 (depthwise
 convolutions, memory-bound) no faster (0.89-0.98x in two quiet measurements); on an Intel Xeon with AMX, bf16
-matmuls run at about 6x fp32's rate; on an H200 at batch 32 fp32 wins, at batch 256 bf16 does. A fixed default
+matmuls run at about 6x fp32's rate; on an Intel Xeon whose bf16 instructions the hypervisor hides (no `amx_bf16`,
+no `avx512_bf16`) bf16 is emulated, its matmuls at a quarter of fp32's rate (61 against 267 GFLOP/s, 2026-12-01),
+and MobileNetV2 trains at 0.76x; on an H200 at batch 32 fp32 wins, at batch 256 bf16 does. A fixed default
 is wrong somewhere, so `auto` times a few training steps of a copy of the model, at the run's batch size and
 input sizes, in `32-true` and in `bf16-mixed`, and trains in the faster. Within `TIE` of each other it takes
 `32-true`: the exact one, when speed does not tell them apart. `eval` under `auto` tests a checkpoint in the
@@ -16,8 +18,9 @@ once (5-15 s on 2 CPU cores). The file is `$GLAMOR_CACHE_DIR/precision.json`, by
 keep more than `BUSY_CORES` of this process's cores busy decides the run but is not remembered: under load the
 ratio can be the load's (MobileNetV2 at 1 thread beside two trainings: bf16 1.46x fp32; quiet: 0.94x). A run
 with several processes (DDP) does not measure (each process would time a different share of the machine and
-could choose differently): it takes `MULTI_PROCESS_PRECISION`; a `fast_dev_run` takes what is remembered, else
-`SMOKE_PRECISION`, unmeasured. The chosen precision is what the run's saved config records.
+could choose differently): it takes `unmeasured_precision`, bf16-mixed where the hardware computes bf16 natively
+and 32-true elsewhere (every process reads the same flags, so all choose alike); a `fast_dev_run` takes what is
+remembered, else `SMOKE_PRECISION`, unmeasured. The chosen precision is what the run's saved config records.
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ CANDIDATES = ("32-true", "bf16-mixed")
 TIE = 0.05
 #: other programs' load (in cores) above which a measurement is used for the run but not remembered
 BUSY_CORES = 0.5
-#: what `auto` means for a run of several processes, which does not measure
-MULTI_PROCESS_PRECISION = "bf16-mixed"
+#: /proc/cpuinfo flags of native bf16 arithmetic (Intel AMX tiles; AVX-512 BF16, also on AMD Zen 4 and later)
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 #: what `auto` means for a `fast_dev_run` with nothing remembered (a smoke test is not worth seconds of timing)
 SMOKE_PRECISION = "32-true"
 #: the checkpoint entry that records the precision a model was trained in (`EmotionModule.on_save_checkpoint`)
@@ -73,7 +76,8 @@ class PrecisionChoice:
             "measured": "measured now",
             "cache": "measured by an earlier run",
             "busy": f"measured now beside other programs using {self.other_cores or 0:.1f} cores: not remembered",
-            "multi-process": "not measured",
+            "multi-process": "not measured in a run of several processes; bf16 is "
+            + ("native here" if self.precision == "bf16-mixed" else "not native here"),
             "smoke": "not measured in a fast_dev_run",
         }[self.source]
         return f"trainer.precision=auto -> {self.precision} ({how}{': ' + rates if rates else ''})"
@@ -101,12 +105,38 @@ def processor_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The instruction-set flags of the first processor in `cpuinfo` (default: this machine's /proc/cpuinfo);
+    empty where there is no such file (not Linux)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):  # x86 / ARM
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
 def has_amx() -> bool:
     """Whether the CPU has AMX tiles for bf16 (the `amx_bf16` flag of /proc/cpuinfo)."""
-    try:
-        return " amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    return "amx_bf16" in cpu_flags()
+
+
+def native_bf16(device: torch.device, cpuinfo: str | None = None) -> bool:
+    """Whether `device` computes in bf16 natively: a CUDA GPU that supports it, or a CPU with one of
+    `NATIVE_BF16_FLAGS` (ARM: `bf16`). Elsewhere bf16 is emulated and slower than fp32 (module docstring)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    flags = cpu_flags(cpuinfo)
+    return bool(flags & NATIVE_BF16_FLAGS) or "bf16" in flags
+
+
+def unmeasured_precision(device: torch.device, cpuinfo: str | None = None) -> str:
+    """What `auto` means for a run of several processes, which does not measure: bf16-mixed where the hardware
+    computes bf16 natively (where it does, bf16 trained every backbone but MobileNetV2 faster), else 32-true."""
+    return "bf16-mixed" if native_bf16(device, cpuinfo) else "32-true"
 
 
 def machine_key(device: torch.device) -> str:
@@ -217,7 +247,7 @@ def resolve_precision(
     length of a timed block of steps (`measure`); `smoke`: a smoke run (`fast_dev_run`), which is not worth
     seconds of timing: the remembered choice, else `SMOKE_PRECISION` unmeasured."""
     if processes > 1:
-        return PrecisionChoice(MULTI_PROCESS_PRECISION, {}, "multi-process")
+        return PrecisionChoice(unmeasured_precision(device), {}, "multi-process")
     path = cache_file()
     machine, setting = machine_key(device), setting_key(module, batch_size, face_size, crop_size)
     known = _read(path).get(machine, {}).get(setting)

@@ -17,13 +17,14 @@ from glamor_lightning.module import EmotionModule
 from glamor_lightning.precision_choice import (
     AUTO,
     CANDIDATES,
-    MULTI_PROCESS_PRECISION,
     PRECISION_KEY,
     cache_file,
     checkpoint_precision,
     choose,
+    native_bf16,
     resolve_precision,
     trainer_processes,
+    unmeasured_precision,
 )
 from glamor_lightning.threads import CpuMeter
 from glamor_lightning.train import train
@@ -115,8 +116,31 @@ def test_a_smoke_run_takes_what_is_remembered_and_otherwise_does_not_measure(cac
 
 def test_several_processes_do_not_measure(cache_dir):
     choice = resolve_precision(EmotionModule(backbone="original", hidden=16), 2, 32, 40, CPU, processes=2, block_s=0.05)
-    assert (choice.precision, choice.source) == (MULTI_PROCESS_PRECISION, "multi-process")
-    assert not cache_file().exists()
+    assert (choice.precision, choice.source) == (unmeasured_precision(CPU), "multi-process")
+    assert not cache_file().exists() and "not measured" in choice.describe()
+
+
+# /proc/cpuinfo of the three CPU kinds this project has run on (flags shortened to the ones around bf16)
+EPYC_ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+XEON_AMX = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+XEON_HIDDEN = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bitalg\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [
+        (EPYC_ZEN4, "bf16-mixed"),
+        (XEON_AMX, "bf16-mixed"),
+        (XEON_HIDDEN, "32-true"),
+        (ARM_BF16, "bf16-mixed"),
+        ("", "32-true"),
+    ],
+)
+def test_several_processes_train_in_bf16_only_where_the_cpu_computes_it_natively(cpuinfo, expected):
+    # the Xeon whose bf16 instructions are hidden ran bf16 matmuls at a quarter of fp32's rate (2026-12-01)
+    assert native_bf16(CPU, cpuinfo) == (expected == "bf16-mixed")
+    assert unmeasured_precision(CPU, cpuinfo) == expected
 
 
 @pytest.mark.parametrize(
