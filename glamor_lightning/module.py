@@ -18,6 +18,7 @@ from glamor_lightning.data.contract import (
 )
 from glamor_lightning.losses import LOSSES, gate_negentropy, head_losses, true_class_mass
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
+from glamor_lightning.optimizers import sgd_kwargs
 from glamor_lightning.precision_choice import PRECISION_KEY
 from glamor_lightning.schedules import make_schedule, planned_epochs
 
@@ -57,7 +58,8 @@ class EmotionModule(L.LightningModule):
     (detached) face head (`losses.residual_logits`), so the context branch learns what the face does not
     tell; `modality_dropout`, `modality_dropout_guide`, `fusion_temperature` and `fusion_floor` are
     `GlamorNet`'s; `gate_entropy` adds the gate's negative entropy (`gate_negentropy`) times this weight to
-    the loss. `optimizer`: `sgd` (with `momentum`, `nesterov`) or `adamw` (`OPTIMIZERS`). `lr_scale`:
+    the loss. `optimizer`: `sgd` (with `momentum`, `nesterov`) or `adamw` (`OPTIMIZERS`); `fused_sgd`: SGD
+    as torch's fused kernel (`sgd_kwargs`), false for its per-tensor loop. `lr_scale`:
     per-part learning-rate multipliers by part name (e.g. `{context_encoder: 3}`), to let a slow branch
     learn faster.
     `compile`: False, True (inductor) or a `torch.compile` backend name (`aot_eager`, `eager`, ...);
@@ -96,6 +98,7 @@ class EmotionModule(L.LightningModule):
         fusion_floor: float = 0.0,
         gate_entropy: float = 0.0,
         optimizer: str = "sgd",
+        fused_sgd: bool = True,
         residual_context: bool = False,
         modality_dropout_guide: bool = False,
         lr_scale: Mapping[str, float] | None = None,
@@ -331,7 +334,12 @@ class EmotionModule(L.LightningModule):
             optimizer = torch.optim.AdamW(self.param_groups(), lr=hp.lr, weight_decay=hp.weight_decay)
         else:
             optimizer = torch.optim.SGD(
-                self.param_groups(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
+                self.param_groups(),
+                lr=hp.lr,
+                momentum=hp.momentum,
+                weight_decay=hp.weight_decay,
+                nesterov=hp.nesterov,
+                **sgd_kwargs(hp.get("fused_sgd", True)),
             )
         scheduler = make_schedule(
             optimizer,

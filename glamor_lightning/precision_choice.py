@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from glamor_lightning.optimizers import sgd_kwargs
 from glamor_lightning.threads import CpuMeter
 
 log = logging.getLogger(__name__)
@@ -154,12 +155,13 @@ def setting_key(module, batch_size: int, face_size: int, crop_size: int) -> str:
 class TrainStep:
     """One SGD step of an `EmotionModule` on a uint8 NHWC batch, as Lightning runs it: forward (under bf16
     autocast for bf16-mixed, as Lightning's precision plugin does), cross-entropy of every head, backward,
-    SGD with momentum. Also what `make bench` times."""
+    SGD with momentum (fused, as the module's optimiser unless `fused_sgd=false`). Also what `make bench` times."""
 
     def __init__(self, module, precision: str, device: torch.device) -> None:
         self.module, self.device = module, device
         self.bf16 = precision.startswith("bf16")
-        self.optimizer = torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
+        fused = module.hparams.get("fused_sgd", True) if hasattr(module, "hparams") else True
+        self.optimizer = torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9, **sgd_kwargs(fused))
 
     def __call__(self, face: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):

@@ -47,7 +47,17 @@ class StepSeed(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.seed is not None:
-            torch.manual_seed(step_seed(int(self.seed), trainer.current_epoch, batch_idx, trainer.global_rank))
+            seed_generators(step_seed(int(self.seed), trainer.current_epoch, batch_idx, trainer.global_rank))
+
+
+def seed_generators(seed: int) -> None:
+    """`torch.manual_seed(seed)` for the generators a training step draws from: the CPU's, and CUDA's once CUDA is
+    in use. `torch.manual_seed` itself also queues a seed for every device kind not yet initialised, formatting a
+    stack trace each time (0.15 ms a call here, a step at batch 4 takes 50); a CUDA initialised later starts from
+    its own default seed, and the next step's call seeds it."""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
 
 
 class LastCheckpoint(Checkpoint):

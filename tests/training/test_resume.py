@@ -101,3 +101,15 @@ def test_a_run_resumed_with_other_model_settings_is_refused_naming_them(synth_ro
     assert "model.fusion_floor: checkpoint 0.0, this run 0.2" in message
     metrics = train(compose_config("train", tmp_path / "c", ["recipe=plain", *resume, f"ckpt_path={last}"]))
     assert "val/acc" in metrics
+
+
+def test_step_seeding_draws_as_torch_manual_seed_does():
+    """The per-step reseed (`StepSeed`) sets the CPU generator exactly as `torch.manual_seed` would."""
+    from glamor_lightning.callbacks.resume import seed_generators
+
+    torch.manual_seed(123)
+    expected = torch.rand(5), torch.randint(0, 1000, (3,))
+    torch.manual_seed(7)  # elsewhere
+    seed_generators(123)
+    got = torch.rand(5), torch.randint(0, 1000, (3,))
+    assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
