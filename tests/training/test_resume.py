@@ -98,7 +98,7 @@ def test_a_run_resumed_with_other_model_settings_is_refused_naming_them(synth_ro
     message = str(err.value)
     assert "it was trained with the plain recipe: add recipe=plain" in message
     assert "model.aux_heads: checkpoint False, this run True" in message
-    assert "model.fusion_floor: checkpoint 0.0, this run 0.2" in message
+    assert "model.fusion_floor: checkpoint 0.0, this run 0.4" in message
     metrics = train(compose_config("train", tmp_path / "c", ["recipe=plain", *resume, f"ckpt_path={last}"]))
     assert "val/acc" in metrics
 
