@@ -339,7 +339,7 @@ class EmotionModule(L.LightningModule):
                 momentum=hp.momentum,
                 weight_decay=hp.weight_decay,
                 nesterov=hp.nesterov,
-                **sgd_kwargs(hp.get("fused_sgd", True)),
+                **sgd_kwargs(hp.fused_sgd),
             )
         scheduler = make_schedule(
             optimizer,

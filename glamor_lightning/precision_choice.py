@@ -160,8 +160,9 @@ class TrainStep:
     def __init__(self, module, precision: str, device: torch.device) -> None:
         self.module, self.device = module, device
         self.bf16 = precision.startswith("bf16")
-        fused = module.hparams.get("fused_sgd", True) if hasattr(module, "hparams") else True
-        self.optimizer = torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9, **sgd_kwargs(fused))
+        self.optimizer = torch.optim.SGD(
+            module.parameters(), lr=1e-4, momentum=0.9, **sgd_kwargs(module.hparams.fused_sgd)
+        )
 
     def __call__(self, face: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
