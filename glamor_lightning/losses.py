@@ -57,3 +57,13 @@ def residual_logits(logits: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     (2019, "Unlearn dataset bias ... by fitting the residual"), with the face head as the known expert: it
     stops the context branch from re-learning what the face already tells (docs/training.md)."""
     return known.detach().float().log_softmax(dim=1) + logits.float().log_softmax(dim=1)
+
+
+def shuffled_partners(n: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """For each of `n` samples, the index of another sample: the batch shifted cyclically by a random 1..n-1. The
+    loader has shuffled the batch, so a partner's class is independent of the sample's (no sample is its own
+    partner, and no class is avoided, either of which would tell the class). None for a batch of one."""
+    if n < 2:
+        return None
+    shift = int(torch.randint(1, n, ()))
+    return (torch.arange(n, device=device) + shift) % n

@@ -16,7 +16,7 @@ from glamor_lightning.data.contract import (
     contract_from_checkpoint,
     contract_of_datamodule,
 )
-from glamor_lightning.losses import LOSSES, gate_negentropy, head_losses, true_class_mass
+from glamor_lightning.losses import LOSSES, gate_negentropy, head_losses, shuffled_partners, true_class_mass
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
 from glamor_lightning.optimizers import sgd_kwargs
 from glamor_lightning.precision_choice import PRECISION_KEY
@@ -24,6 +24,11 @@ from glamor_lightning.schedules import make_schedule, planned_epochs
 
 #: `optimizer` choices: SGD with momentum (the authors'), or AdamW (`momentum` and `nesterov` unused).
 OPTIMIZERS = ("sgd", "adamw")
+#: whose face guides GLA for the auxiliary context head in training (`context_head_guide`): each sample's own, or
+#: that of another sample of the batch, drawn without regard to labels (`shuffled_partners`): the guide then says
+#: nothing about the sample's class, so the head cannot profit from an echo of the face. (Pairing with a face of
+#: another class instead leaks "not the guide's class": a 12-epoch probe's head fell to 4-7 %, below chance.)
+CONTEXT_HEAD_GUIDES = ("own", "shuffled")
 
 # (face uint8 NHWC, context uint8 NHWC, label, row of the data root's faces.csv)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -56,7 +61,9 @@ class EmotionModule(L.LightningModule):
     `aux_loss_weight` adds the auxiliary heads' losses to every step with this weight (needs
     `aux_heads`); `residual_context` trains the auxiliary context head through its product with the
     (detached) face head (`losses.residual_logits`), so the context branch learns what the face does not
-    tell; `modality_dropout`, `modality_dropout_guide`, `fusion_temperature` and `fusion_floor` are
+    tell; `context_head_guide='shuffled'` trains that head on v_c with GLA guided by another sample's face
+    (`losses.shuffled_partners`), so it cannot profit from an echo of the face (GLA only; the fused prediction keeps
+    each sample's own face); `modality_dropout`, `modality_dropout_guide`, `fusion_temperature` and `fusion_floor` are
     `GlamorNet`'s; `gate_entropy` adds the gate's negative entropy (`gate_negentropy`) times this weight to
     the loss. `optimizer`: `sgd` (with `momentum`, `nesterov`) or `adamw` (`OPTIMIZERS`); `fused_sgd`: SGD
     as torch's fused kernel (`sgd_kwargs`), false for its per-tensor loop. `lr_scale`:
@@ -102,6 +109,7 @@ class EmotionModule(L.LightningModule):
         residual_context: bool = False,
         modality_dropout_guide: bool = False,
         lr_scale: Mapping[str, float] | None = None,
+        context_head_guide: str = "own",
     ) -> None:
         super().__init__()
         # plain tuples, not Hydra's ListConfig: checkpoints stay loadable with weights_only=True
@@ -139,6 +147,15 @@ class EmotionModule(L.LightningModule):
             raise ValueError(
                 "residual_context trains the auxiliary context head through its product with the face head: "
                 "set aux_heads=true (a model with both branches), or residual_context=false"
+            )
+        if context_head_guide not in CONTEXT_HEAD_GUIDES:
+            raise ValueError(
+                f"context_head_guide must be one of {', '.join(CONTEXT_HEAD_GUIDES)}; got {context_head_guide!r}"
+            )
+        if context_head_guide != "own" and not (self.net.has_aux_heads and self.net.attention_reads_face):
+            raise ValueError(
+                f"context_head_guide={context_head_guide!r} re-guides GLA for the auxiliary context head: it needs "
+                "aux_heads=true and attention=gla; or set context_head_guide=own"
             )
         parts = [name for name, _ in self.net.named_children()]
         if unknown := sorted(set(lr_scale) - set(parts)):
@@ -180,10 +197,12 @@ class EmotionModule(L.LightningModule):
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
-    def forward(self, face: torch.Tensor, context: torch.Tensor) -> GlamorOutput:
-        """face, context: uint8 NHWC batches straight from the data module."""
+    def forward(
+        self, face: torch.Tensor, context: torch.Tensor, head_guide: torch.Tensor | None = None
+    ) -> GlamorOutput:
+        """face, context: uint8 NHWC batches straight from the data module; `head_guide`: `GlamorNet.forward`'s."""
         cl = self.hparams.channels_last
-        return self.net(to_float_nchw(face, cl), to_float_nchw(context, cl))
+        return self.net(to_float_nchw(face, cl), to_float_nchw(context, cl), head_guide)
 
     # -- the data contract ------------------------------------------------------------------------
     def bind_data(self, datamodule) -> None:
@@ -235,7 +254,10 @@ class EmotionModule(L.LightningModule):
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, GlamorOutput]:
         """The batch through the model: the losses of `heads` (`head_losses`), the targets and the output."""
         face, context, target = batch[:3]
-        out = self(face, context)
+        head_guide = None
+        if self.training and self.hparams.context_head_guide == "shuffled":
+            head_guide = shuffled_partners(len(target), target.device)
+        out = self(face, context, head_guide)
         return head_losses(out, target, heads, self.hparams.residual_context), target, out
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:

@@ -34,6 +34,7 @@ class GlamorFeatures(NamedTuple):
     face: Tensor | None  #: v_f [B, Df], global average pool of the face map
     context: Tensor | None  #: v_c [B, Dc], attention-pooled context map
     attention: Tensor  #: as in `GlamorOutput.attention`
+    head_context: Tensor | None = None  #: v_c under `head_guide`'s faces, for the auxiliary context head
 
 
 class GlamorNet(nn.Module):
@@ -184,27 +185,45 @@ class GlamorNet(nn.Module):
         """Whether `forward` reads the context image."""
         return self.context_encoder is not None
 
-    def features(self, face: Tensor | None, context: Tensor | None, guide_keep: Tensor | None = None) -> GlamorFeatures:
+    def features(
+        self,
+        face: Tensor | None,
+        context: Tensor | None,
+        guide_keep: Tensor | None = None,
+        head_guide: Tensor | None = None,
+    ) -> GlamorFeatures:
         """Branch vectors and attention map; images are float [B, 3, H, W] in [0, 1], any size.
-        `guide_keep` [B, 1] (bool): the samples whose face guides the attention (the others get a zero guide)."""
-        v_f = v_c = None
+        `guide_keep` [B, 1] (bool): the samples whose face guides the attention (the others get a zero guide).
+        `head_guide` [B] (long): for each sample, the sample whose face (detached) guides GLA a second time over
+        the same context map, giving `head_context` (the auxiliary context head's input; `forward`)."""
+        v_f = v_c = head_v_c = None
         if self.face_encoder is not None:
             v_f = self.face_encoder(_need(face, "face")).mean(dim=(2, 3))
         if self.context_encoder is None:
             attn = v_f.new_ones(v_f.shape[0], 1, 1)
         else:
             guide = v_f if guide_keep is None or v_f is None else v_f * guide_keep.to(v_f.dtype)
-            v_c, attn = self.attention(guide, self.context_encoder(_need(context, "context")))
-        return GlamorFeatures(v_f, v_c, attn)
+            context_map = self.context_encoder(_need(context, "context"))
+            v_c, attn = self.attention(guide, context_map)
+            if head_guide is not None:
+                head_v_c, _ = self.attention(v_f.detach()[head_guide], context_map)
+        return GlamorFeatures(v_f, v_c, attn, head_v_c)
 
-    def forward(self, face: Tensor | None, context: Tensor | None) -> GlamorOutput:
+    def forward(self, face: Tensor | None, context: Tensor | None, head_guide: Tensor | None = None) -> GlamorOutput:
         """face [B, 3, 96, 96], context [B, 3, 112, 112] (float in [0, 1]; other sizes work too).
-        An input the setting does not use may be None."""
+        An input the setting does not use may be None. `head_guide` [B] (long, GLA with auxiliary heads only):
+        the auxiliary context head reads v_c with GLA guided by these samples' faces instead of each sample's
+        own (training against the face's echo in v_c: docs/training.md); the fused prediction is unchanged."""
+        if head_guide is not None and not (self.attention_reads_face and self.context_head is not None):
+            raise ValueError(
+                "head_guide re-guides GLA for the auxiliary context head: it needs attention='gla' and aux_heads"
+            )
         dropping = self.training and self.modality_dropout > 0
         masks = self._keep_masks(face) if dropping and self.modality_dropout_guide else None
-        v_f, v_c, attn = self.features(face, context, masks[0] if masks else None)
+        v_f, v_c, attn, head_v_c = self.features(face, context, masks[0] if masks else None, head_guide)
         face_logits = self.face_head(v_f) if self.face_head is not None else None
-        context_logits = self.context_head(v_c) if self.context_head is not None else None
+        head_input = v_c if head_v_c is None else head_v_c
+        context_logits = self.context_head(head_input) if self.context_head is not None else None
         kept = v_f, v_c
         if dropping:  # the auxiliary heads always see their branch
             # drawn here unless the guide needs them first: the random stream of earlier runs stays the same

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from glamor_lightning.losses import gate_negentropy, head_losses, residual_logits
+from glamor_lightning.losses import gate_negentropy, head_losses, residual_logits, shuffled_partners
 from glamor_lightning.models.fusion import FusionNet, create_fusion
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
 from glamor_lightning.models.modality_dropout import drop_modalities
@@ -168,3 +168,73 @@ def test_lr_scale_refuses_unknown_parts_and_non_positive_multipliers():
         EmotionModule(lr_scale={"context": 3.0})
     with pytest.raises(ValueError, match="must be > 0"):
         EmotionModule(lr_scale={"context_encoder": 0.0})
+
+
+def test_head_guide_reguides_gla_for_the_context_head_only():
+    torch.manual_seed(0)
+    net = GlamorNet(aux_heads=True).eval()
+    with torch.no_grad():  # a trained GLA's scores depend on the face; at initialisation hardly at all
+        net.attention.fc2.weight.mul_(1000)
+    face, context = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    partner = torch.tensor([2, 3, 0, 1])
+    own, guided = net(face, context), net(face, context, head_guide=partner)
+    assert torch.equal(guided.logits, own.logits) and torch.equal(guided.fusion_weights, own.fusion_weights)
+    v_f = net.face_encoder(face).mean(dim=(2, 3))
+    v_c, _ = net.attention(v_f[partner], net.context_encoder(context))
+    feats = net.features(face, context, head_guide=partner)
+    assert torch.allclose(feats.head_context, v_c, atol=1e-7) and torch.equal(feats.context, own.context_vector)
+    assert (feats.head_context - feats.context).abs().max() > 1e-4  # another face, another place to look
+    assert torch.allclose(guided.context_logits, net.context_head(v_c), atol=1e-7)
+    assert net.features(face, context).head_context is None
+
+
+def test_head_guide_sends_the_context_heads_loss_to_the_context_branch_not_the_face():
+    torch.manual_seed(0)
+    net = GlamorNet(aux_heads=True)
+    out = net(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32), head_guide=torch.tensor([1, 0, 3, 2]))
+    out.context_logits.sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in net.face_encoder.parameters())  # the guide is detached
+    assert any(p.grad is not None and p.grad.any() for p in net.context_encoder.parameters())
+
+
+def test_context_head_guide_shuffled_trains_the_head_under_another_samples_face():
+    module = EmotionModule(aux_heads=True, aux_loss_weight=1.0, context_head_guide="shuffled", dropout=0.0).train()
+    with torch.no_grad():  # GLA's scores made to depend on the face, as a trained GLA's do
+        module.net.attention.fc2.weight.mul_(1000)
+    face = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    context = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
+    target = torch.tensor([0, 0, 1, 1])
+    torch.manual_seed(3)
+    _, _, out = module._step((face, context, target))
+    torch.manual_seed(3)
+    partner = shuffled_partners(4)
+    expected = module(face, context, head_guide=partner)
+    assert torch.allclose(out.context_logits, expected.context_logits, atol=1e-5)
+    own = module(face, context).context_logits
+    assert (out.context_logits - own).abs().max() > 1e-5
+    assert torch.equal(
+        module.eval()._step((face, context, target))[2].context_logits, module(face, context).context_logits
+    )
+
+
+def test_shuffled_partners_are_another_sample_drawn_without_regard_to_class():
+    torch.manual_seed(0)
+    shifts = []
+    for _ in range(700):
+        partner = shuffled_partners(8)
+        assert sorted(partner.tolist()) == list(range(8)) and (partner != torch.arange(8)).all()
+        shifts.append(int(partner[0]))
+    counts = torch.bincount(torch.tensor(shifts), minlength=8)
+    assert counts[0] == 0 and ((counts[1:] - 100).abs() < 40).all()  # every other sample alike, 100 each expected
+    assert shuffled_partners(1) is None
+
+
+def test_context_head_guide_needs_gla_and_the_auxiliary_heads():
+    with pytest.raises(ValueError, match="needs aux_heads=true and attention=gla"):
+        EmotionModule(context_head_guide="shuffled")
+    with pytest.raises(ValueError, match="needs aux_heads=true and attention=gla"):
+        EmotionModule(aux_heads=True, attention="standard", context_head_guide="shuffled")
+    with pytest.raises(ValueError, match="context_head_guide must be one of own, shuffled; got 'random'"):
+        EmotionModule(aux_heads=True, context_head_guide="random")
+    with pytest.raises(ValueError, match="needs attention='gla' and aux_heads"):
+        GlamorNet()(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), head_guide=torch.tensor([1, 0]))
