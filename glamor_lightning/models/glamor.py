@@ -195,7 +195,8 @@ class GlamorNet(nn.Module):
         """Branch vectors and attention map; images are float [B, 3, H, W] in [0, 1], any size.
         `guide_keep` [B, 1] (bool): the samples whose face guides the attention (the others get a zero guide).
         `head_guide` [B] (long): for each sample, the sample whose face (detached) guides GLA a second time over
-        the same context map, giving `head_context` (the auxiliary context head's input; `forward`)."""
+        the same context map, giving `head_context` (the auxiliary context head's input; `forward`). In training,
+        GLA's BatchNorm then sees two passes per step, so its running statistics move twice as fast."""
         v_f = v_c = head_v_c = None
         if self.face_encoder is not None:
             v_f = self.face_encoder(_need(face, "face")).mean(dim=(2, 3))
