@@ -18,12 +18,10 @@ from glamor_lightning.data.contract import (
 )
 from glamor_lightning.losses import LOSSES, gate_negentropy, head_losses, shuffled_partners, true_class_mass
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
-from glamor_lightning.optimizers import sgd_kwargs
+from glamor_lightning.optimizers import check_optimizer_settings, make_optimizer, part_groups
 from glamor_lightning.precision_choice import PRECISION_KEY
 from glamor_lightning.schedules import make_schedule, planned_epochs
 
-#: `optimizer` choices: SGD with momentum (the authors'), or AdamW (`momentum` and `nesterov` unused).
-OPTIMIZERS = ("sgd", "adamw")
 #: whose face guides GLA for the auxiliary context head in training (`context_head_guide`): each sample's own, or
 #: that of another sample of the batch, drawn without regard to labels (`shuffled_partners`): the guide then says
 #: nothing about the sample's class, so the head cannot profit from an echo of the face. (Pairing with a face of
@@ -65,8 +63,8 @@ class EmotionModule(L.LightningModule):
     (`losses.shuffled_partners`), so it cannot profit from an echo of the face (GLA only; the fused prediction keeps
     each sample's own face); `modality_dropout`, `modality_dropout_guide`, `fusion_temperature` and `fusion_floor` are
     `GlamorNet`'s; `gate_entropy` adds the gate's negative entropy (`gate_negentropy`) times this weight to
-    the loss. `optimizer`: `sgd` (with `momentum`, `nesterov`) or `adamw` (`OPTIMIZERS`); `fused_sgd`: SGD
-    as torch's fused kernel (`sgd_kwargs`), false for its per-tensor loop. `lr_scale`:
+    the loss. `optimizer`: `sgd` (with `momentum`, `nesterov`) or `adamw` (`optimizers.OPTIMIZERS`); `fused_sgd`:
+    SGD as torch's fused kernel (`optimizers.sgd_kwargs`), false for its per-tensor loop. `lr_scale`:
     per-part learning-rate multipliers by part name (e.g. `{context_encoder: 3}`), to let a slow branch
     learn faster.
     `compile`: False, True (inductor) or a `torch.compile` backend name (`aot_eager`, `eager`, ...);
@@ -157,15 +155,7 @@ class EmotionModule(L.LightningModule):
                 f"context_head_guide={context_head_guide!r} re-guides GLA for the auxiliary context head: it needs "
                 "aux_heads=true and attention=gla; or set context_head_guide=own"
             )
-        parts = [name for name, _ in self.net.named_children()]
-        if unknown := sorted(set(lr_scale) - set(parts)):
-            raise ValueError(f"lr_scale names {unknown}: this model's parts are {parts}")
-        if bad := {k: v for k, v in lr_scale.items() if not v > 0}:
-            raise ValueError(f"lr_scale multipliers must be > 0, got {bad}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
-        if optimizer == "adamw" and nesterov:
-            raise ValueError("nesterov is SGD's: set nesterov=false with optimizer=adamw")
+        check_optimizer_settings(optimizer, nesterov, lr_scale, [name for name, _ in self.net.named_children()])
         self.class_names = list(class_names)
         #: what the model's inputs are (`data.contract`): the defaults until `bind_data` or a checkpoint sets it
         self.data_contract = DataContract(mask_face=self.net.masks_face, class_names=class_names)
@@ -352,17 +342,9 @@ class EmotionModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        if hp.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(self.param_groups(), lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            optimizer = torch.optim.SGD(
-                self.param_groups(),
-                lr=hp.lr,
-                momentum=hp.momentum,
-                weight_decay=hp.weight_decay,
-                nesterov=hp.nesterov,
-                **sgd_kwargs(hp.fused_sgd),
-            )
+        optimizer = make_optimizer(
+            self.param_groups(), hp.optimizer, hp.lr, hp.momentum, hp.weight_decay, hp.nesterov, hp.fused_sgd
+        )
         scheduler = make_schedule(
             optimizer,
             hp.lr_schedule,
@@ -389,19 +371,5 @@ class EmotionModule(L.LightningModule):
         return max(1, epochs)
 
     def param_groups(self) -> list[dict]:
-        """One optimiser parameter group per top-level part of the net, named after it; a part named in
-        `lr_scale` learns at `lr` times its multiplier (the schedule scales every group alike)."""
-        groups = []
-        scale = self.hparams.get("lr_scale") or {}
-        for name, child in self.net.named_children():
-            params = [p for p in child.parameters() if p.requires_grad]
-            if params:
-                group = {"params": params, "name": name}
-                if name in scale:
-                    group["lr"] = self.hparams.lr * scale[name]
-                groups.append(group)
-        grouped = {id(p) for g in groups for p in g["params"]}
-        missed = [n for n, p in self.named_parameters() if p.requires_grad and id(p) not in grouped]
-        if missed:
-            raise RuntimeError(f"parameters outside the net's parts would not be trained: {missed}")
-        return groups
+        """The optimiser's parameter groups: one per part of the net, `lr_scale` applied (`optimizers.part_groups`)."""
+        return part_groups(self, self.net, self.hparams.lr, self.hparams.get("lr_scale") or {})

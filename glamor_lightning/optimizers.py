@@ -1,6 +1,64 @@
-"""How the optimiser runs (not what it computes): one fact shared by the module and the measured training step."""
+"""The optimiser: which one (`OPTIMIZERS`), one parameter group per part of the net with its own learning rate
+(`part_groups`), and how it runs (`sgd_kwargs`, shared by the module and the measured training step)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+#: `optimizer` choices: SGD with momentum (the authors'), or AdamW (`momentum` and `nesterov` unused).
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def check_optimizer_settings(optimizer: str, nesterov: bool, lr_scale: Mapping[str, float], parts: list[str]) -> None:
+    """Refuse, naming what to set, an unknown optimiser, Nesterov with AdamW, or an `lr_scale` that names no part
+    of the net (`parts`) or has a multiplier that is not positive."""
+    if unknown := sorted(set(lr_scale) - set(parts)):
+        raise ValueError(f"lr_scale names {unknown}: this model's parts are {parts}")
+    if bad := {k: v for k, v in lr_scale.items() if not v > 0}:
+        raise ValueError(f"lr_scale multipliers must be > 0, got {bad}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+    if optimizer == "adamw" and nesterov:
+        raise ValueError("nesterov is SGD's: set nesterov=false with optimizer=adamw")
+
+
+def part_groups(owner: nn.Module, net: nn.Module, lr: float, lr_scale: Mapping[str, float]) -> list[dict]:
+    """One optimiser parameter group per top-level part of `net`, named after it; a part named in `lr_scale`
+    learns at `lr` times its multiplier (the schedule scales every group alike). Every trainable parameter of
+    `owner` (the module holding `net`) must be in a part, or it would never be trained."""
+    groups = []
+    for name, child in net.named_children():
+        params = [p for p in child.parameters() if p.requires_grad]
+        if params:
+            group = {"params": params, "name": name}
+            if name in lr_scale:
+                group["lr"] = lr * lr_scale[name]
+            groups.append(group)
+    grouped = {id(p) for g in groups for p in g["params"]}
+    missed = [n for n, p in owner.named_parameters() if p.requires_grad and id(p) not in grouped]
+    if missed:
+        raise RuntimeError(f"parameters outside the net's parts would not be trained: {missed}")
+    return groups
+
+
+def make_optimizer(
+    groups: list[dict],
+    optimizer: str,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    nesterov: bool,
+    fused_sgd: bool,
+) -> torch.optim.Optimizer:
+    """AdamW or SGD (with momentum, `sgd_kwargs(fused_sgd)`) over `groups` (`check_optimizer_settings` first)."""
+    if optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(
+        groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, **sgd_kwargs(fused_sgd)
+    )
 
 
 def sgd_kwargs(fused: bool) -> dict:
