@@ -1,9 +1,10 @@
 """The optimiser: which one (`OPTIMIZERS`), one parameter group per part of the net with its own learning rate
-(`part_groups`), and how it runs (`sgd_kwargs`, shared by the module and the measured training step)."""
+(`part_groups`), and how it runs (`sgd_kwargs`, shared by the module and the measured training step); `forget_parts`
+drops the state of chosen parts (callbacks that re-open or replace a part start its momentum afresh)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -42,6 +43,16 @@ def part_groups(owner: nn.Module, net: nn.Module, lr: float, lr_scale: Mapping[s
     if missed:
         raise RuntimeError(f"parameters outside the net's parts would not be trained: {missed}")
     return groups
+
+
+def forget_parts(optimizers: Iterable[torch.optim.Optimizer], parts: Collection[str]) -> None:
+    """Drop the optimiser state (SGD: momentum buffers) of the parameter groups named in `parts` (`part_groups`'
+    names): their next step starts afresh, as if they had never been trained."""
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            if group.get("name") in parts:
+                for p in group["params"]:
+                    optimizer.state.pop(p, None)
 
 
 def make_optimizer(

@@ -63,6 +63,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from glamor_lightning.losses import LOSSES  # the losses a stage can count (`losses.head_losses`)
 from glamor_lightning.models.glamor import GlamorNet
+from glamor_lightning.optimizers import forget_parts
 
 log = logging.getLogger(__name__)
 
@@ -229,20 +230,11 @@ class StageScheduler(Callback):
             )
         self.index = index
         if index != self.entered:  # once per stage: not again for a run resumed inside it
-            self._reset_optimizer_state(trainer, self.reopened(index))
+            forget_parts(trainer.optimizers, self.reopened(index))
             self.entered = index
         self.frozen = frozenset(name for name in self._parts if name not in stage.train)
         pl_module.loss_weights = {k: stage.losses.get(k, 0.0) for k in LOSSES}
         self._enforce(trainer)
-
-    @staticmethod
-    def _reset_optimizer_state(trainer: L.Trainer, parts: frozenset[str]) -> None:
-        """Drop the optimiser state (SGD: momentum buffers) of `parts`: their next step starts afresh."""
-        for optimizer in trainer.optimizers:
-            for group in optimizer.param_groups:
-                if group.get("name") in parts:
-                    for p in group["params"]:
-                        optimizer.state.pop(p, None)
 
     def _enforce(self, trainer: L.Trainer) -> None:
         """BatchNorm modes and learning rates of the stage in force (idempotent, cheap)."""

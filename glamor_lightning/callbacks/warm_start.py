@@ -11,7 +11,8 @@ before: the model stays the paper's; only where the context encoder starts from 
 initialisation by transfer from a related task (Yosinski et al., "How transferable are features in
 deep neural networks?", NeurIPS 2014), the related task being the face branch's own.
 
-`epoch: null` (the default config) turns it off. The copy happens once: whether it happened is in the
+`epoch: null` (the default config) turns it off; an epoch the run never reaches (a short debug run) is
+warned about and changes nothing. The copy happens once: whether it happened is in the
 callback's checkpoint state, so a run resumed after the copy (mid-epoch included) keeps the weights it
 trained since, one resumed before it copies when it gets there, as the uninterrupted run does; every
 DDP process copies the same (all-reduced, hence equal) face weights at the same step.
@@ -24,7 +25,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from glamor_lightning.optimizers import forget_parts
 
 SOURCE, TARGET = "face_encoder", "context_encoder"
 
@@ -51,15 +54,6 @@ def copy_encoder(net: torch.nn.Module, source: str = SOURCE, target: str = TARGE
     return len(src)
 
 
-def clear_optimizer_state(trainer: L.Trainer, part: str) -> None:
-    """Drop the optimiser state (SGD: momentum buffers) of the parameter group named `part`."""
-    for optimizer in trainer.optimizers:
-        for group in optimizer.param_groups:
-            if group.get("name") == part:
-                for p in group["params"]:
-                    optimizer.state.pop(p, None)
-
-
 class ContextWarmStart(Callback):
     """At the start of epoch `epoch`, the context encoder becomes a copy of the face encoder (see above).
 
@@ -77,23 +71,23 @@ class ContextWarmStart(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or self.epoch is None:
             return
-        net = getattr(pl_module, "net", None)
-        if getattr(net, "inputs", None) != "both":
+        inputs = getattr(getattr(pl_module, "net", None), "inputs", None)
+        if inputs != "both":
             raise ValueError(
                 "callbacks.context_warm_start copies the face encoder into the context encoder, but the model "
-                f"has one branch (model.inputs={getattr(net, 'inputs', None)!r}): set callbacks.context_warm_start.epoch=null"
+                f"has one branch (model.inputs={inputs!r}): set callbacks.context_warm_start.epoch=null"
             )
-        if trainer.max_epochs is not None and self.epoch >= trainer.max_epochs:
-            raise ValueError(
+        if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= self.epoch and not self.done:
+            rank_zero_warn(
                 f"callbacks.context_warm_start.epoch={self.epoch} is never reached in trainer.max_epochs="
-                f"{trainer.max_epochs}: choose an earlier epoch, or null (off)"
+                f"{trainer.max_epochs}: the context encoder trains from its own initialisation (as with null)"
             )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.epoch is None or self.done or trainer.current_epoch != self.epoch:
             return
         copy_encoder(pl_module.net)
-        clear_optimizer_state(trainer, TARGET)
+        forget_parts(trainer.optimizers, {TARGET})
         self.done = True
         rank_zero_info(f"epoch {self.epoch}: the context encoder starts again from the face encoder's weights")
 
