@@ -5,14 +5,11 @@ clear the momentum a second time."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from conftest import compose_config
-from training_helpers import FAST, ONE_EPOCH_STAGES, fit
+from training_helpers import FAST, ONE_EPOCH_STAGES, resumed_before_and_after
 
 REOPENED = ("face_encoder", "context_encoder", "attention")  # by the joint stage (epoch 2)
 KEPT = ("fusion", "classifier")  # trained in the fusion stage (epoch 1) and in the joint one
@@ -20,13 +17,12 @@ KEPT = ("fusion", "classifier")  # trained in the fusion stage (epoch 1) and in 
 
 class FirstStep(Callback):
     """Per epoch, at its first optimiser step: each part's gradients and its momentum buffers after the
-    step; `save` writes checkpoints at chosen points (`(epoch, "end" | batch_idx) -> path`)."""
+    step; and the momentum buffers a run starts with (after a checkpoint is restored)."""
 
-    def __init__(self, save: dict | None = None) -> None:
+    def __init__(self) -> None:
         self.grads: dict[int, dict[str, list[torch.Tensor]]] = {}
         self.buffers: dict[int, dict[str, list[torch.Tensor]]] = {}
         self.at_start: dict[str, list[torch.Tensor | None]] = {}
-        self.save = save or {}
 
     @staticmethod
     def _groups(trainer):
@@ -52,12 +48,6 @@ class FirstStep(Callback):
                 name: [_clone(state[p].get("momentum_buffer")) for p in params]
                 for name, params in self._groups(trainer).items()
             }
-        if (epoch, batch_idx) in self.save:
-            trainer.save_checkpoint(self.save[(epoch, batch_idx)])
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if (trainer.current_epoch, "end") in self.save:
-            trainer.save_checkpoint(self.save[(trainer.current_epoch, "end")])
 
 
 def _clone(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -73,8 +63,6 @@ def runs(synth_root, tmp_path_factory):
     """A: epochs 0 (branches), 1 (fusion), 2 (joint) of 2 steps each, saving checkpoints at the end of
     epoch 1 (before the re-open) and after the first step of epoch 2 (after it). B resumes the first,
     C the second."""
-    dirs = {k: tmp_path_factory.mktemp(k) for k in "ABC"}
-    before, after = dirs["A"] / "before.ckpt", dirs["A"] / "after.ckpt"
     common = [
         f"data.root={synth_root}",
         *FAST,
@@ -84,12 +72,7 @@ def runs(synth_root, tmp_path_factory):
         "+trainer.limit_train_batches=2",
         "+trainer.limit_val_batches=1",
     ]
-    a = FirstStep(save={(1, "end"): before, (2, 0): after})
-    fit(compose_config("train", dirs["A"], common), [a])
-    b, c = FirstStep(), FirstStep()
-    fit(compose_config("train", dirs["B"], common), [b], ckpt_path=before)
-    trainer_c = fit(compose_config("train", dirs["C"], common), [c], ckpt_path=after)
-    return SimpleNamespace(a=a, b=b, c=c, after=after, dirs=dirs, trainer_c=trainer_c)
+    return resumed_before_and_after(tmp_path_factory, common, FirstStep, before=(1, "end"), after=(2, 0))
 
 
 @pytest.mark.parametrize("run", ["a", "b"])

@@ -4,8 +4,6 @@ it, runs resumed after it do not make it again; wrong settings are refused, sayi
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -13,19 +11,17 @@ from lightning.pytorch.callbacks import Callback
 from conftest import compose_config
 from glamor_lightning.callbacks.warm_start import ContextWarmStart, copy_encoder
 from glamor_lightning.models.glamor import GlamorNet
-from training_helpers import FAST, fit
+from training_helpers import FAST, fit, resumed_before_and_after
 
 COPY_EPOCH = 1
 
 
 class EpochStarts(Callback):
     """Per epoch, at its first training batch (after the warm start's epoch-start hook): both encoders'
-    tensors and the context encoder's momentum buffers; `save` writes checkpoints at `(epoch, batch_idx)` and
-    at `(epoch, "end")`."""
+    tensors and the context encoder's momentum buffers."""
 
-    def __init__(self, save: dict | None = None) -> None:
+    def __init__(self) -> None:
         self.face, self.context, self.momentum = {}, {}, {}
-        self.save = save or {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         epoch = trainer.current_epoch
@@ -37,14 +33,6 @@ class EpochStarts(Callback):
             group = next(g for g in trainer.optimizers[0].param_groups if g["name"] == "context_encoder")
             self.momentum[epoch] = [state.get(p, {}).get("momentum_buffer") for p in group["params"]]
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if (trainer.current_epoch, batch_idx) in self.save:
-            trainer.save_checkpoint(self.save[(trainer.current_epoch, batch_idx)])
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if (trainer.current_epoch, "end") in self.save:
-            trainer.save_checkpoint(self.save[(trainer.current_epoch, "end")])
-
 
 def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -54,8 +42,6 @@ def _same(a: dict, b: dict) -> bool:
 def runs(synth_root, tmp_path_factory):
     """A: 3 epochs of 2 steps, the copy at the start of epoch 1; checkpoints at the end of epoch 0 (before the
     copy) and after the first step of epoch 1 (after it). B resumes the first, C the second."""
-    dirs = {k: tmp_path_factory.mktemp(k) for k in "ABC"}
-    before, after = dirs["A"] / "before.ckpt", dirs["A"] / "after.ckpt"
     common = [
         f"data.root={synth_root}",
         *FAST,
@@ -65,12 +51,7 @@ def runs(synth_root, tmp_path_factory):
         "+trainer.limit_val_batches=1",
         f"callbacks.context_warm_start.epoch={COPY_EPOCH}",
     ]
-    a = EpochStarts(save={(0, "end"): before, (1, 0): after})
-    fit(compose_config("train", dirs["A"], common), [a])
-    b, c = EpochStarts(), EpochStarts()
-    fit(compose_config("train", dirs["B"], common), [b], ckpt_path=before)
-    fit(compose_config("train", dirs["C"], common), [c], ckpt_path=after)
-    return SimpleNamespace(a=a, b=b, c=c, dirs=dirs)
+    return resumed_before_and_after(tmp_path_factory, common, EpochStarts, before=(0, "end"), after=(1, 0))
 
 
 @pytest.mark.parametrize("run", ["a", "b"])

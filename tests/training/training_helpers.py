@@ -1,4 +1,5 @@
-"""Shared by tests/training: fast overrides, a subprocess runner, metrics.csv reading, a self-kill callback."""
+"""Shared by tests/training: fast overrides, a subprocess runner, metrics.csv reading, a self-kill callback, a run
+resumed before and after an event."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import torch
@@ -52,6 +54,37 @@ def fit(cfg, extra_callbacks: list[Callback] = (), ckpt_path=None) -> L.Trainer:
     datamodule = instantiate(cfg.data)
     trainer.fit(instantiate(cfg.model), datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
+
+
+class SaveCheckpoints(Callback):
+    """Writes a checkpoint after training batch `(epoch, batch_idx)`, or at `(epoch, "end")` of an epoch: `save`
+    maps those points to paths."""
+
+    def __init__(self, save: dict) -> None:
+        self.save = save
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) in self.save:
+            trainer.save_checkpoint(self.save[(trainer.current_epoch, batch_idx)])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if (trainer.current_epoch, "end") in self.save:
+            trainer.save_checkpoint(self.save[(trainer.current_epoch, "end")])
+
+
+def resumed_before_and_after(tmp_path_factory, overrides: list[str], probe, before, after) -> SimpleNamespace:
+    """Run A (`compose_config("train", ...)` with `overrides`) saves checkpoints at the points `before` and `after`
+    (`SaveCheckpoints`' keys, either side of the event a test is about); B resumes the first, C the second. Each run
+    gets its own `probe()` callback. Returns a, b, c (the probes), dirs (A, B, C) and after (C's checkpoint)."""
+    from conftest import compose_config
+
+    dirs = {k: tmp_path_factory.mktemp(k) for k in "ABC"}
+    paths = {before: dirs["A"] / "before.ckpt", after: dirs["A"] / "after.ckpt"}
+    a, b, c = probe(), probe(), probe()
+    fit(compose_config("train", dirs["A"], overrides), [a, SaveCheckpoints(paths)])
+    fit(compose_config("train", dirs["B"], overrides), [b], ckpt_path=paths[before])
+    fit(compose_config("train", dirs["C"], overrides), [c], ckpt_path=paths[after])
+    return SimpleNamespace(a=a, b=b, c=c, dirs=dirs, after=paths[after])
 
 
 def start_module(module: str, overrides: list[str], out: Path, threads: int | None = None) -> subprocess.Popen:
