@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.common import FORMATS, PRECISIONS, REPO, Settings, Timing, log  # noqa: E402
 
-SECTIONS = ("flops", "model", "data", "full", "lightning", "main_job", "detect", "video", "contention")
+SECTIONS = ("flops", "model", "rewrites", "data", "full", "lightning", "main_job", "detect", "video", "contention")
 SCHEMA = 1
 
 
@@ -218,6 +218,8 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
                 doc["raw"][f"video/{n}/{k}"] = c[k].to_dict()
     if raw.get("contention"):
         doc["contention"] = raw["contention"]
+    if raw.get("rewrites"):
+        doc["rewrites"] = raw["rewrites"]
     if raw.get("lightning"):
         doc["lightning"] = raw["lightning"]
     if raw.get("main_job"):
@@ -268,6 +270,10 @@ def table(doc: dict) -> str:
                 + f" | {best_name} |"
             )
         lines.append("")
+    if "rewrites" in doc:
+        from benchmarks.rewrites import table_lines
+
+        lines += table_lines(doc["rewrites"])
     if any("full_ips" in e for e in bbs.values()):
         lines += [
             "## Full training vs model-only (best setting; repeats interleaved)",
@@ -514,6 +520,10 @@ def run(args: argparse.Namespace) -> dict:
             from benchmarks import model_throughput
 
             raw["model"] = model_throughput.run(s)
+        if "rewrites" in sections:
+            from benchmarks import rewrites
+
+            raw["rewrites"] = rewrites.run(s)
         if "data" in sections:
             from benchmarks import data_path
 

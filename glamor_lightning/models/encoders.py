@@ -63,7 +63,15 @@ class Encoder(nn.Module):
 class OriginalEncoder(Encoder):
     """The paper's encoder (its Fig. 3): 5 × (conv3×3 'same' with bias → BN → ReLU), 2×2 max-pool
     after blocks 1–4. Face 96 → 6×6×256, context 112 → 7×7×256. Uses no input normalisation, as
-    the authors' code."""
+    the authors' code.
+
+    Blocks 1–4 run conv → BN → max-pool → ReLU: the ReLU is moved after the pooling. The two commute
+    exactly (ReLU is monotone, so the largest of four values after it is it of the largest; a window
+    whose largest value is ≤ 0 gets a zero gradient either way; a positive maximum is the same element
+    in both orders), so outputs and gradients are bit-identical to the paper's order
+    (tests/models/test_encoders.py), while the ReLU and its backward touch a quarter of the values.
+    Measured: 1.18× the training step in bf16 channels-last on an AMX machine (`make bench`, "rewrites").
+    Parameter-free layers only move, so state-dict keys are those of the paper's order."""
 
     def __init__(
         self,
@@ -75,13 +83,10 @@ class OriginalEncoder(Encoder):
         layers: list[nn.Module] = []
         in_ch = 3
         for i, width in enumerate(widths):
-            layers += [
-                nn.Conv2d(in_ch, width, 3, padding=1, bias=True),
-                nn.BatchNorm2d(width, **KERAS_BN),
-                nn.ReLU(inplace=True),
-            ]
+            layers += [nn.Conv2d(in_ch, width, 3, padding=1, bias=True), nn.BatchNorm2d(width, **KERAS_BN)]
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
+            layers.append(nn.ReLU(inplace=True))
             in_ch = width
         self.body = nn.Sequential(*layers)
         if pretrained_path is not None:
@@ -128,9 +133,35 @@ class TimmEncoder(Encoder):
         )
         self.model_name = model_name
         self.model = model
+        set_hardtanh_inplace(model, False)
 
     def features(self, x: Tensor) -> Tensor:
         return self.model(x)[-1]
+
+
+def set_hardtanh_inplace(model: nn.Module, inplace: bool) -> int:
+    """Sets `inplace` on every `nn.Hardtanh` of `model` (timm's ReLU6: MobileNetV2, MNASNet, EfficientNet-Lite...);
+    returns how many there are. `TimmEncoder` sets them out of place: autograd saves a clone of an in-place
+    hardtanh's input for its backward (the derivative reads the input, which the op overwrites), so in place costs
+    a full copy of every activated tensor in training and saves no memory. Out of place it is the same function,
+    bit for bit (tests/models/test_encoders.py); MobileNetV2's training step ran 1.04× faster in fp32 and in bf16
+    on an AMX machine (`make bench`, "rewrites")."""
+    found = 0
+    for module in model.modules():
+        if isinstance(module, nn.Hardtanh):
+            module.inplace = inplace
+            found += 1
+    return found
+
+
+def paper_order(encoder: OriginalEncoder) -> nn.Sequential:
+    """The same modules as `encoder.body` in the paper's order, conv → BN → ReLU → max-pool (the encoder runs the
+    pooling before the ReLU: its docstring). For the tests and the benchmark that compare the two."""
+    layers = list(encoder.body)
+    for i, layer in enumerate(layers[:-1]):
+        if isinstance(layer, nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layer
+    return nn.Sequential(*layers)
 
 
 ENCODERS.register("mobilenetv2", functools.partial(TimmEncoder, "mobilenetv2_100"))

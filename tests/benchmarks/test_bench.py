@@ -223,3 +223,16 @@ def test_fair_share_of_the_cores():
     assert fair_slowdown(threads=1, busy=2, cores=2) == pytest.approx(1.5)  # 1 thread gets 2/3 of a core
     assert fair_slowdown(threads=2, busy=0, cores=2) == pytest.approx(1.0)
     assert fair_slowdown(threads=4, busy=4, cores=8) == pytest.approx(1.0)  # room for everyone
+
+
+def test_rewrites_section_times_each_model_against_its_rewrite_undone(tmp_path):
+    """`--only rewrites`: the original model as it trains (max-pool before ReLU) against the paper's layer order."""
+    out = tmp_path / "results"
+    assert run.main(["--quick", "--only", "rewrites", "--backbones", "original", "--out", str(out)]) == 0
+    doc = json.loads((out / "latest.json").read_text())
+    entry = doc["rewrites"]["original"]
+    assert entry["rewrite"] == "max-pool before ReLU" and set(entry) == {"rewrite", "32-true", "bf16-mixed"}
+    for fig in (entry["32-true"], entry["bf16-mixed"]):
+        assert _positive(fig["as_trained"]) and _positive(fig["undone"])
+        assert fig["speedup"] == pytest.approx(fig["as_trained"] / fig["undone"])
+    assert "| original | max-pool before ReLU | bf16-mixed |" in (out / "latest.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from torch import nn
 
 import glamor_lightning.models.pretrained as pretrained
 from glamor_lightning.models import ENCODERS, Encoder, OriginalEncoder, Registry, TimmEncoder, create_encoder
+from glamor_lightning.models.encoders import paper_order, set_hardtanh_inplace
 
 TIMM_ALIASES = {"mobilenetv2": "mobilenetv2_100", "resnet18": "resnet18"}
 
@@ -62,6 +64,32 @@ def test_original_layers_match_keras_model() -> None:
     assert len(bns) == 5 and all(b.eps == 1e-3 and b.momentum == 0.01 for b in bns)
     assert sum(isinstance(m, nn.MaxPool2d) for m in enc.modules()) == 4
     assert isinstance(list(enc.body)[-1], nn.ReLU)  # no pooling after block 5
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_original_pool_before_relu_is_bit_identical_to_the_papers_order(bf16: bool) -> None:
+    torch.manual_seed(0)
+    enc = create_encoder("original").to(memory_format=torch.channels_last)
+    paper = paper_order(enc)
+    kinds = [type(m).__name__ for m in enc.body][:8]
+    assert kinds == ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"] * 2  # the speed order, not the paper's
+    assert [type(m).__name__ for m in paper][:4] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    # state-dict keys are the paper order's (checkpoints and the authors' import name body.0, body.1, body.4...)
+    assert list(enc.body.state_dict()) == list(paper.state_dict())
+    assert "4.weight" in enc.body.state_dict() and "5.running_var" in enc.body.state_dict()
+    x = torch.rand(4, 3, 32, 32).round(decimals=1)  # coarse values: ties inside pooling windows
+    x = x.contiguous(memory_format=torch.channels_last)
+    grads, outs = [], []
+    for net in (enc.body, paper):
+        net.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        out.float().square().sum().backward()
+        outs.append(out)
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert (outs[0] == 0).any() and (outs[0] > 0).any()  # the ReLU cut something: the order mattered to test
+    assert torch.equal(outs[0], outs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
 
 
 def test_original_uses_no_normalisation() -> None:
@@ -176,3 +204,21 @@ def test_original_pretrained_path_round_trip(tmp_path: Path) -> None:
     assert set(pretrained.load_state_dict(path)) == set(src.state_dict())
     dst = create_encoder("original", pretrained_path=path)
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+
+
+def test_mobilenetv2_relu6_runs_out_of_place_with_the_same_outputs_and_gradients() -> None:
+    torch.manual_seed(0)
+    enc = create_encoder("mobilenetv2").to(memory_format=torch.channels_last)
+    relu6 = [m for m in enc.modules() if isinstance(m, nn.Hardtanh)]
+    assert len(relu6) == 34 and not any(m.inplace for m in relu6)  # in place, autograd would clone each input
+    in_place = copy.deepcopy(enc)
+    assert set_hardtanh_inplace(in_place, True) == 34
+    x = torch.rand(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    outs, grads = [], []
+    for net in (enc, in_place):
+        out = net(x)
+        out.square().sum().backward()
+        outs.append(out)
+        grads.append([p.grad for p in net.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))

@@ -1,0 +1,90 @@
+"""What the exact rewrites of the encoders buy: each model as it trains, against the same modules with the rewrite
+undone, in one run, repeats alternated (the same maths bit for bit: tests/models/test_encoders.py).
+
+- `original`, pool before ReLU: `OriginalEncoder` runs conv → BN → max-pool → ReLU, the paper conv → BN → ReLU →
+  max-pool (`encoders.paper_order`): the ReLU and its backward touch a quarter of the values.
+- `mobilenetv2`, ReLU6 out of place: timm builds it in place, for which autograd clones every input
+  (`encoders.set_hardtanh_inplace`).
+
+Model-only training steps (`TrainStep`, uint8 batch in memory), channels-last, in fp32 and bf16-mixed.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+
+import torch
+
+from benchmarks.common import Settings, TrainStep, log, make_module, measure_interleaved, random_batch
+from glamor_lightning.models.encoders import paper_order, set_hardtanh_inplace
+
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def _undo_pool_first(module) -> None:
+    for encoder in (module.net.face_encoder, module.net.context_encoder):
+        if encoder is not None:
+            encoder.body = paper_order(encoder)
+
+
+def _undo_out_of_place(module) -> None:
+    set_hardtanh_inplace(module, True)
+
+
+#: backbone → (what the rewrite is, how to undo it on a module)
+REWRITES = {
+    "original": ("max-pool before ReLU", _undo_pool_first),
+    "mobilenetv2": ("ReLU6 out of place", _undo_out_of_place),
+}
+
+
+def run(s: Settings) -> dict:
+    """{backbone: {"rewrite": str, precision: {"as_trained": img/s, "undone": img/s, "speedup": ratio}}}."""
+    out: dict = {}
+    for backbone, (what, undo) in REWRITES.items():
+        if backbone not in s.backbones:
+            continue
+        out[backbone] = {"rewrite": what}
+        for precision in PRECISIONS:
+            torch.manual_seed(s.seed)
+            trained = make_module(backbone, channels_last=True, device=s.device)
+            undone = copy.deepcopy(trained)
+            undo(undone)
+            steps = {
+                "as_trained": TrainStep(trained, precision, s.device),
+                "undone": TrainStep(undone, precision, s.device),
+            }
+            face, context, target = random_batch(s.batch, s.device, seed=s.seed)
+            timings = measure_interleaved(
+                {name: (lambda step=step: step(face, context, target)) for name, step in steps.items()}, s.batch, s
+            )
+            fig = {name: t.median for name, t in timings.items()}
+            fig["speedup"] = fig["as_trained"] / fig["undone"]
+            out[backbone][precision] = fig
+            log(
+                f"rewrites {backbone:12s} {precision:10s} {what}: {fig['as_trained']:.1f} img/s, undone "
+                f"{fig['undone']:.1f}: {fig['speedup']:.2f}x"
+            )
+            trained = undone = steps = None
+            gc.collect()
+    return out
+
+
+def table_lines(doc: dict) -> list[str]:
+    """The section of `make bench`'s table."""
+    lines = [
+        "## Exact rewrites of the encoders (model-only training, channels-last; repeats alternated)",
+        "",
+        "| backbone | rewrite | precision | as trained img/s | rewrite undone img/s | speedup |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for backbone, entry in doc.items():
+        for precision in PRECISIONS:
+            if precision in entry:
+                f = entry[precision]
+                lines.append(
+                    f"| {backbone} | {entry['rewrite']} | {precision} | {f['as_trained']:.1f} | {f['undone']:.1f} | "
+                    f"{f['speedup']:.2f}× |"
+                )
+    return [*lines, ""]
