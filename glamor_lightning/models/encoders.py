@@ -70,7 +70,8 @@ class OriginalEncoder(Encoder):
     whose largest value is ≤ 0 gets a zero gradient either way; a positive maximum is the same element
     in both orders), so outputs and gradients are bit-identical to the paper's order
     (tests/models/test_encoders.py), while the ReLU and its backward touch a quarter of the values.
-    Measured: 1.18× the training step in bf16 channels-last on an AMX machine (`make bench`, "rewrites").
+    Measured: 1.11× the training step in bf16 channels-last, 1.01× in fp32, on an AMX machine (`make bench`,
+    "rewrites", 2026-12-06).
     Parameter-free layers only move, so state-dict keys are those of the paper's order."""
 
     def __init__(
@@ -144,8 +145,8 @@ def set_hardtanh_inplace(model: nn.Module, inplace: bool) -> int:
     returns how many there are. `TimmEncoder` sets them out of place: autograd saves a clone of an in-place
     hardtanh's input for its backward (the derivative reads the input, which the op overwrites), so in place costs
     a full copy of every activated tensor in training and saves no memory. Out of place it is the same function,
-    bit for bit (tests/models/test_encoders.py); MobileNetV2's training step ran 1.04× faster in fp32 and in bf16
-    on an AMX machine (`make bench`, "rewrites")."""
+    bit for bit (tests/models/test_encoders.py); MobileNetV2's training step ran 1.02× faster in fp32 and 1.04× in
+    bf16 on an AMX machine (`make bench`, "rewrites", 2026-12-06)."""
     found = 0
     for module in model.modules():
         if isinstance(module, nn.Hardtanh):
