@@ -202,3 +202,23 @@ def test_detector_runs_mtcnn_channels_last_with_facenets_own_boxes(astronaut):
         for d, (b, p) in zip(sorted(ours, key=lambda d: d.box), expected):
             np.testing.assert_allclose(d.box, b, atol=1e-2)
             assert d.score == pytest.approx(p, abs=1e-5)
+
+
+def test_the_predictors_folded_net_runs_relu6_in_place_and_predicts_what_the_module_does(astronaut):
+    """Training runs timm's ReLU6 out of place (autograd would clone in place); the predictor's copy, which never
+    computes gradients, runs them in place again and gives the module's own probabilities."""
+    from torch import nn
+
+    from glamor_lightning.module import EmotionModule
+
+    torch.manual_seed(0)
+    module = EmotionModule(backbone="mobilenetv2", pretrained=False)
+    predictor = Predictor(module, device="cpu")
+    relu6 = [m for m in predictor.net.modules() if isinstance(m, nn.Hardtanh)]
+    assert len(relu6) == 68 and all(m.inplace for m in relu6)
+    assert not any(m.inplace for m in module.modules() if isinstance(m, nn.Hardtanh))  # the module is untouched
+    faces, contexts = predictor.model_inputs(astronaut, [ASTRONAUT_FACE])
+    with torch.no_grad():
+        expected = module(faces, contexts).logits.softmax(dim=1)[0]
+    (face,) = predictor.classify(astronaut, [ASTRONAUT_FACE])
+    assert list(face.probabilities.values()) == pytest.approx(expected.tolist(), abs=1e-4)
