@@ -66,7 +66,7 @@ class OriginalEncoder(Encoder):
     the authors' code.
 
     Blocks 1–4 run conv → BN → max-pool → ReLU: the ReLU is moved after the pooling. The two commute
-    exactly (ReLU is monotone, so the largest of four values after it is it of the largest; a window
+    exactly (ReLU is monotone, so the ReLU of a window's maximum is the maximum of its ReLUs; a window
     whose largest value is ≤ 0 gets a zero gradient either way; a positive maximum is the same element
     in both orders), so outputs and gradients are bit-identical to the paper's order
     (tests/models/test_encoders.py), while the ReLU and its backward touch a quarter of the values.
