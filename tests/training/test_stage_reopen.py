@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from training_helpers import FAST, ONE_EPOCH_STAGES, resumed_before_and_after
+from training_helpers import FAST, ONE_EPOCH_STAGES, THREE_SHORT_EPOCHS, resumed_before_and_after
 
 REOPENED = ("face_encoder", "context_encoder", "attention")  # by the joint stage (epoch 2)
 KEPT = ("fusion", "classifier")  # trained in the fusion stage (epoch 1) and in the joint one
@@ -67,10 +67,7 @@ def runs(synth_root, tmp_path_factory):
         f"data.root={synth_root}",
         *FAST,
         *ONE_EPOCH_STAGES,
-        "trainer.max_epochs=3",
-        "trainer.deterministic=true",
-        "+trainer.limit_train_batches=2",
-        "+trainer.limit_val_batches=1",
+        *THREE_SHORT_EPOCHS,
     ]
     return resumed_before_and_after(tmp_path_factory, common, FirstStep, before=(1, "end"), after=(2, 0))
 

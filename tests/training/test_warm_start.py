@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from conftest import compose_config
 from glamor_lightning.callbacks.warm_start import ContextWarmStart, copy_encoder
 from glamor_lightning.models.glamor import GlamorNet
-from training_helpers import FAST, fit, resumed_before_and_after
+from training_helpers import FAST, THREE_SHORT_EPOCHS, fit, resumed_before_and_after
 
 COPY_EPOCH = 1
 
@@ -45,10 +45,7 @@ def runs(synth_root, tmp_path_factory):
     common = [
         f"data.root={synth_root}",
         *FAST,
-        "trainer.max_epochs=3",
-        "trainer.deterministic=true",
-        "+trainer.limit_train_batches=2",
-        "+trainer.limit_val_batches=1",
+        *THREE_SHORT_EPOCHS,
         f"callbacks.context_warm_start.epoch={COPY_EPOCH}",
     ]
     return resumed_before_and_after(tmp_path_factory, common, EpochStarts, before=(0, "end"), after=(1, 0))

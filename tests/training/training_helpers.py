@@ -36,6 +36,13 @@ FAST = [
     "model.lr_schedule=constant",
     "callbacks.thread_sizer.enabled=false",  # runs compared bit for bit keep their thread count
 ]
+#: 3 epochs of 2 steps, one validation batch, deterministic: the runs `resumed_before_and_after` compares bit for bit
+THREE_SHORT_EPOCHS = [
+    "trainer.max_epochs=3",
+    "trainer.deterministic=true",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+]
 #: staged training, one epoch per stage: branches (epoch 0), fusion (1), joint (2)
 ONE_EPOCH_STAGES = [
     "callbacks=staged",
