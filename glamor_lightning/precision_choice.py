@@ -2,8 +2,9 @@
 
 Which precision trains fastest depends on the processor and on the network, by up to 2x either way. On an AMD
 EPYC without AMX, bf16-mixed trains the original backbone 2.0x faster than fp32, but MobileNetV2 (depthwise
-convolutions, memory-bound) no faster (0.89-0.98x in two quiet measurements); on an Intel Xeon with AMX, bf16
-matmuls run at about 6x fp32's rate; on an Intel Xeon whose bf16 instructions the hypervisor hides (no `amx_bf16`,
+convolutions, memory-bound) no faster (0.89-0.98x in two quiet measurements, before `models/depthwise.py`); on an
+Intel Xeon with AMX, bf16 matmuls run at about 6x fp32's rate, and MobileNetV2 trains 1.3x faster in bf16 since
+`models/depthwise.py`; on an Intel Xeon whose bf16 instructions the hypervisor hides (no `amx_bf16`,
 no `avx512_bf16`) bf16 is emulated, its matmuls at a quarter of fp32's rate (61 against 267 GFLOP/s, 2026-12-01),
 and MobileNetV2 trains at 0.76x; on an H200 at batch 32 fp32 wins, at batch 256 bf16 does. A fixed default
 is wrong somewhere, so `auto` times a few training steps of a copy of the model, at the run's batch size and
@@ -12,15 +13,15 @@ input sizes, in `32-true` and in `bf16-mixed`, and trains in the faster. Within 
 precision it was trained in (`PRECISION_KEY`).
 
 The result is kept in a small JSON file keyed by the machine (processor, its AMX support, torch threads, torch
-version, device) and the setting (model, batch, input sizes, memory format), so a machine measures each setting
-once (5-15 s on 2 CPU cores). The file is `$GLAMOR_CACHE_DIR/precision.json`, by default
-`~/.cache/glamor_lightning/precision.json`; delete it to measure again. A measurement taken while other programs
-keep more than `BUSY_CORES` of this process's cores busy decides the run but is not remembered: under load the
-ratio can be the load's (MobileNetV2 at 1 thread beside two trainings: bf16 1.46x fp32; quiet: 0.94x). A run
-with several processes (DDP) does not measure (each process would time a different share of the machine and
-could choose differently): it takes `unmeasured_precision`, bf16-mixed where the hardware computes bf16 natively
-and 32-true elsewhere (every process reads the same flags, so all choose alike); a `fast_dev_run` takes what is
-remembered, else `SMOKE_PRECISION`, unmeasured. The chosen precision is what the run's saved config records.
+version, device, and `SPEED_REVISION` of our own code) and the setting (model, batch, input sizes, memory format), so
+a machine measures each setting once (5-15 s on 2 CPU cores). The file is `$GLAMOR_CACHE_DIR/precision.json`, by
+default `~/.cache/glamor_lightning/precision.json`; delete it to measure again. A measurement taken while other
+programs keep more than `BUSY_CORES` of this process's cores busy decides the run but is not remembered: under load
+the ratio can be the load's (MobileNetV2 at 1 thread beside two trainings: bf16 1.46x fp32; quiet: 0.94x). A run with
+several processes (DDP) does not measure (each process would time a different share of the machine and could choose
+differently): it takes `unmeasured_precision`, bf16-mixed where the hardware computes bf16 natively and 32-true
+elsewhere (every process reads the same flags, so all choose alike); a `fast_dev_run` takes what is remembered, else
+`SMOKE_PRECISION`, unmeasured. The chosen precision is what the run's saved config records.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 SMOKE_PRECISION = "32-true"
 #: the checkpoint entry that records the precision a model was trained in (`EmotionModule.on_save_checkpoint`)
 PRECISION_KEY = "train_precision"
+#: raised whenever a change of ours moves a setting's speed in one precision, so that measurements remembered before
+#: it are taken again (2: bf16 strided depthwise convolutions, `models/depthwise.py`, 1.4x MobileNetV2 in bf16)
+SPEED_REVISION = 2
 #: the precision of checkpoints made before `PRECISION_KEY` (the default then)
 EARLIER_DEFAULT = "bf16-mixed"
 
@@ -136,13 +140,14 @@ def native_bf16(device: torch.device, cpuinfo: str | None = None) -> bool:
 
 def unmeasured_precision(device: torch.device, cpuinfo: str | None = None) -> str:
     """What `auto` means for a run of several processes, which does not measure: bf16-mixed where the hardware
-    computes bf16 natively (where it does, bf16 trained every backbone but MobileNetV2 faster), else 32-true."""
+    computes bf16 natively (where it does, bf16 trained every backbone faster, MobileNetV2 since `models/depthwise.py`
+    on AMX; on AMD it was not faster before that), else 32-true."""
     return "bf16-mixed" if native_bf16(device, cpuinfo) else "32-true"
 
 
 def machine_key(device: torch.device) -> str:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    return f"{processor_name()} | amx={has_amx()} | {where} | torch {torch.__version__}"
+    return f"{processor_name()} | amx={has_amx()} | {where} | torch {torch.__version__} | speed {SPEED_REVISION}"
 
 
 def setting_key(module, batch_size: int, face_size: int, crop_size: int) -> str:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from glamor_lightning.errors import SetupError
 
+from .depthwise import use_fast_strided_depthwise
 from .pretrained import PATH_OPTION, load_state_dict, weights_file
 from .registry import Registry, UnknownNameError
 
@@ -105,6 +106,10 @@ class OriginalEncoder(Encoder):
 class TimmEncoder(Encoder):
     """Any timm model as a backbone: its last feature map (`features_only`), its own mean/std.
 
+    Two rewrites make it train faster and compute the same function: its ReLU6 run out of place
+    (`set_hardtanh_inplace`), its strided depthwise convolutions take their bf16 input gradient on the CPU from a
+    stride-1 convolution (`depthwise.use_fast_strided_depthwise`, 1.4x MobileNetV2's bf16 step on an AMX machine).
+
     Args:
         model_name: a timm model name (`timm.is_model`).
         pretrained: load timm's pretrained weights (hub or local cache; fails at once when offline).
@@ -135,6 +140,7 @@ class TimmEncoder(Encoder):
         self.model_name = model_name
         self.model = model
         set_hardtanh_inplace(model, False)
+        use_fast_strided_depthwise(model)
 
     def features(self, x: Tensor) -> Tensor:
         return self.model(x)[-1]

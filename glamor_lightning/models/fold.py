@@ -23,6 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .depthwise import StridedDepthwiseConv2d
+
+#: the convolution types a following norm is folded into (`StridedDepthwiseConv2d` is an nn.Conv2d in inference)
+FOLDABLE_CONVS = (nn.Conv2d, StridedDepthwiseConv2d)
+
 #: the folded copy's outputs may differ from the original's by this share of their largest magnitude (at least
 #: 1): fp32 rounding of the merged weights, compounded over a deep net's layers (MobileNetV2 with trained-like
 #: statistics: up to 5e-4), where a wrong fold moves outputs by their own size
@@ -63,7 +68,7 @@ def conv_bn_pairs(net: nn.Module, *example_inputs) -> list[tuple[str, str]]:
         return hook
 
     for name, module in net.named_modules():
-        if type(module) is nn.Conv2d:
+        if type(module) in FOLDABLE_CONVS:
             hooks.append(module.register_forward_hook(after_conv(name)))
         elif foldable_norm(module):
             hooks.append(module.register_forward_pre_hook(before_norm(name)))

@@ -68,6 +68,17 @@ def test_a_setting_is_measured_once_then_read_from_the_cache(cache_dir):
     assert len(next(iter(json.loads(cache_file().read_text()).values()))) == 2
 
 
+def test_a_measurement_remembered_before_a_speed_change_of_ours_is_taken_again(cache_dir, monkeypatch):
+    """A choice remembered before a change that moved a setting's speed (e.g. MobileNetV2's bf16 step, 1.4x) would
+    keep the old, now slower, precision forever."""
+    module = EmotionModule(backbone="original", hidden=16)
+    assert resolve_precision(module, 2, 32, 40, CPU, block_s=0.05).source == "measured"
+    assert resolve_precision(module, 2, 32, 40, CPU, block_s=0.05).source == "cache"
+    monkeypatch.setattr(precision_choice, "SPEED_REVISION", precision_choice.SPEED_REVISION + 1)
+    assert resolve_precision(module, 2, 32, 40, CPU, block_s=0.05).source == "measured"
+    assert len(json.loads(cache_file().read_text())) == 2  # one entry per revision; the old one is not read
+
+
 def test_measuring_leaves_the_model_and_the_random_stream_untouched(cache_dir):
     """A run that measures must train exactly as one that reads the cache."""
     module = EmotionModule(backbone="original", hidden=16, dropout=0.5)
