@@ -1,11 +1,12 @@
 """Strided depthwise convolutions whose input gradient is computed fast in bf16 on the CPU.
 
 MobileNetV2 (and timm's other inverted-residual nets) downsample with a 3×3 depthwise convolution of stride 2. On
-the CPU, in bf16, torch's backward of that convolution for its *input* is pathologically slow: a batch of 32 at
-96 channels, 56×56, took 41-47 ms against 0.7 ms for the forward, 26 ms at 144 channels, 28×28 (its stride-1
-version: 1.3 ms; fp32: 6.8 ms), so the four such layers of each MobileNetV2 encoder took about 190 ms of a 517 ms
-bf16 training step (Intel Xeon with AMX, 2026-12-06, `python -m benchmarks.run --only rewrites`), and bf16 trained
-MobileNetV2 slower than fp32 on a processor whose bf16 matmuls run at 6× fp32's rate.
+the CPU, in bf16, torch's backward of that convolution for its *input* is pathologically slow: a batch of 32 at 96
+channels, 56×56, took 41-47 ms against 0.7 ms for the forward and 6.8 ms in fp32; at 144 channels, 28×28, 26 ms
+against 1.3 ms for a stride-1 layer of that size. So the input gradients of the four such layers of each MobileNetV2
+encoder took 183 ms of a 517 ms bf16 training step (Intel Xeon with AMX, 2026-12-06; timed layer by layer and with
+`torch.profiler`), and bf16 trained MobileNetV2 slower than fp32 on a processor whose bf16 matmuls run at 6× fp32's
+rate. With this module the step is 1.4× faster in bf16 (`make bench`, section `rewrites`).
 
 The input gradient of a convolution of stride s is a stride-1 convolution, with the kernel flipped, of the output
 gradient spread out on the input's grid (s - 1 zeros between neighbours) and padded by kernel - 1 - padding: the
