@@ -4,9 +4,11 @@ description, the training step that every throughput figure times, and the bench
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +30,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_worker(module: str, args: list[str], env_over: dict[str, str | None] | None = None) -> dict:
+    """Runs `python -m <module> --worker ARGS` in a fresh process (with this repository importable; `env_over`:
+    variables to set, or to remove where None) and returns the JSON object on the last line of its output. For
+    measurements that must not share a process: OpenMP reads its environment once, malloc's thresholds move with
+    what the process has freed."""
+    env = dict(os.environ)
+    for k, v in (env_over or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, "-m", module, "--worker", *args], env=env, cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # -- settings ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import REPO, Settings, log
+from benchmarks.common import Settings, log, run_worker
 
 #: set in a worker's environment: re-size its threads every this many seconds (`threads.SizedThreads`)
 SIZED = "GLAMOR_BENCH_SIZED_EVERY_S"
@@ -74,22 +74,7 @@ def _worker(steps: int, batch: int, threads: int | None) -> None:
 
 
 def _run_worker(env_over: dict, steps: int, batch: int) -> dict:
-    env = dict(os.environ)
-    for k, v in env_over.items():
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = v
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.contention", "--worker", str(steps), str(batch)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker("benchmarks.contention", [str(steps), str(batch)], env_over)
 
 
 def _busy_loops(n: int) -> list[subprocess.Popen]:

@@ -8,6 +8,8 @@ strided depthwise backward, to bf16 rounding (tests/models/test_depthwise.py).
   (`encoders.set_hardtanh_inplace`).
 - `mobilenetv2`, strided depthwise backward: in bf16 on the CPU the input gradient of its four stride-2 depthwise
   convolutions per encoder comes from a stride-1 convolution (`models/depthwise.py`); fp32 is torch's own.
+- `original`, max-pool backward by unpooling: in bf16 on the CPU the backward of its 2×2 pools is `max_unpool2d` at
+  the forward's indices (`models/maxpool.py`); fp32 is torch's own.
 
 Model-only training steps (`TrainStep`, uint8 batch in memory), channels-last, in fp32 and bf16-mixed.
 """
@@ -22,6 +24,7 @@ import torch
 from benchmarks.common import Settings, TrainStep, log, make_module, measure_interleaved, random_batch
 from glamor_lightning.models.depthwise import use_fast_strided_depthwise
 from glamor_lightning.models.encoders import paper_order, set_hardtanh_inplace
+from glamor_lightning.models.maxpool import use_fast_max_pool
 
 PRECISIONS = ("32-true", "bf16-mixed")
 
@@ -40,9 +43,14 @@ def _undo_strided_depthwise(module) -> None:
     use_fast_strided_depthwise(module, enable=False)
 
 
+def _undo_tiling_max_pool(module) -> None:
+    use_fast_max_pool(module, enable=False)
+
+
 #: (backbone, what the rewrite is, how to undo it on a module)
 REWRITES = (
     ("original", "max-pool before ReLU", _undo_pool_first),
+    ("original", "max-pool backward by unpooling", _undo_tiling_max_pool),
     ("mobilenetv2", "ReLU6 out of place", _undo_out_of_place),
     ("mobilenetv2", "strided depthwise backward", _undo_strided_depthwise),
 )

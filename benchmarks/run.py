@@ -33,8 +33,21 @@ import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks.common import FORMATS, PRECISIONS, REPO, Settings, Timing, log  # noqa: E402
+from glamor_lightning.allocator import keep_freed_memory  # noqa: E402
 
-SECTIONS = ("flops", "model", "rewrites", "data", "full", "lightning", "main_job", "detect", "video", "contention")
+SECTIONS = (
+    "flops",
+    "model",
+    "rewrites",
+    "allocator",
+    "data",
+    "full",
+    "lightning",
+    "main_job",
+    "detect",
+    "video",
+    "contention",
+)
 SCHEMA = 1
 
 
@@ -220,6 +233,8 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
         doc["contention"] = raw["contention"]
     if raw.get("rewrites"):
         doc["rewrites"] = raw["rewrites"]
+    if raw.get("allocator"):
+        doc["allocator"] = raw["allocator"]
     if raw.get("lightning"):
         doc["lightning"] = raw["lightning"]
     if raw.get("main_job"):
@@ -246,7 +261,8 @@ def table(doc: dict) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads){gpu}; AMX "
         f"{yes_no(m.get('amx'))}, native bf16 {yes_no(m.get('native_bf16'))}; torch "
-        f"{m['torch']}; device {m['device']}; 1-min load at start {m.get('load_avg_1m', '?')}. "
+        f"{m['torch']}; device {m['device']}; 1-min load at start {m.get('load_avg_1m', '?')}; malloc keeps freed "
+        f"memory {yes_no(m.get('keeps_freed_memory'))}. "
         f"Batch {doc['settings']['batch']}; each figure the median of up to {doc['settings']['repeats']} "
         f"repeats after warm-up; {doc['elapsed_s']:.0f} s in all.",
         "",
@@ -274,6 +290,10 @@ def table(doc: dict) -> str:
         from benchmarks.rewrites import table_lines
 
         lines += table_lines(doc["rewrites"])
+    if "allocator" in doc:
+        from benchmarks.allocator import table_lines as allocator_lines
+
+        lines += allocator_lines(doc["allocator"])
     if any("full_ips" in e for e in bbs.values()):
         lines += [
             "## Full training vs model-only (best setting; repeats interleaved)",
@@ -485,6 +505,9 @@ def _jsonable(x):
 def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
+    # as training does (`callbacks.keep_freed_memory`), so that every section measures what training gets; the
+    # `allocator` section compares the two in fresh processes
+    machine_keeps = keep_freed_memory()
     device = common.pick_device(args.device)
     backbones = tuple(args.backbones.split(",")) if args.backbones else None
     s = Settings.make(
@@ -502,6 +525,7 @@ def run(args: argparse.Namespace) -> dict:
     if {"full", "lightning"} & set(sections) and "model" not in sections:
         sections.insert(0, "model")
     machine = common.machine(device)
+    machine["keeps_freed_memory"] = machine_keeps
     log(
         f"device {device}, {machine['cpu']} ({machine['cores']} cores), torch {machine['torch']}, "
         f"sections {sections}{', QUICK' if s.quick else ''}"
@@ -524,6 +548,10 @@ def run(args: argparse.Namespace) -> dict:
             from benchmarks import rewrites
 
             raw["rewrites"] = rewrites.run(s)
+        if "allocator" in sections and device.type == "cpu":
+            from benchmarks import allocator
+
+            raw["allocator"] = allocator.run(s)
         if "data" in sections:
             from benchmarks import data_path
 

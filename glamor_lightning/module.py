@@ -112,6 +112,11 @@ class EmotionModule(L.LightningModule):
         super().__init__()
         # plain tuples, not Hydra's ListConfig: checkpoints stay loadable with weights_only=True
         lr_milestones, class_names = tuple(int(m) for m in lr_milestones), tuple(map(str, class_names))
+        if lr_scale is not None and not isinstance(lr_scale, Mapping):  # e.g. a shell's brace expansion ate the braces
+            raise ValueError(
+                f"lr_scale must map parts to multipliers, e.g. 'model.lr_scale={{context_encoder: 3}}' (in a shell, "
+                f"quote it: unquoted, the braces are expanded away); got {lr_scale!r}"
+            )
         lr_scale = {str(k): float(v) for k, v in (lr_scale or {}).items()}  # a plain dict, as above
         self.save_hyperparameters()
         self.net = GlamorNet(

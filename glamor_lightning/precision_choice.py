@@ -58,8 +58,9 @@ SMOKE_PRECISION = "32-true"
 #: the checkpoint entry that records the precision a model was trained in (`EmotionModule.on_save_checkpoint`)
 PRECISION_KEY = "train_precision"
 #: raised whenever a change of ours moves a setting's speed in one precision, so that measurements remembered before
-#: it are taken again (2: bf16 strided depthwise convolutions, `models/depthwise.py`, 1.4x MobileNetV2 in bf16)
-SPEED_REVISION = 2
+#: it are taken again (2: bf16 strided depthwise convolutions, `models/depthwise.py`, 1.4x MobileNetV2 in bf16;
+#: 3: the original encoder's bf16 max-pool backward by unpooling, `models/maxpool.py`, 1.1x its bf16 step)
+SPEED_REVISION = 3
 #: the precision of checkpoints made before `PRECISION_KEY` (the default then)
 EARLIER_DEFAULT = "bf16-mixed"
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .swap import swap_class
+
 #: the compute dtypes in which the rewritten input gradient is used (measured faster only for these)
 FAST_DTYPES = (torch.bfloat16,)
 
@@ -100,9 +102,4 @@ def qualifies(module: nn.Module) -> bool:
 def use_fast_strided_depthwise(model: nn.Module, enable: bool = True) -> int:
     """Makes every qualifying convolution of `model` a `StridedDepthwiseConv2d` (`enable=False`: an `nn.Conv2d`
     again); returns how many there are. Parameters, buffers and state-dict keys are unchanged."""
-    found = 0
-    for module in model.modules():
-        if type(module) is StridedDepthwiseConv2d or qualifies(module):
-            module.__class__ = StridedDepthwiseConv2d if enable else nn.Conv2d
-            found += 1
-    return found
+    return swap_class(model, StridedDepthwiseConv2d, nn.Conv2d, qualifies, enable)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from glamor_lightning.errors import SetupError
 
 from .depthwise import use_fast_strided_depthwise
+from .maxpool import use_fast_max_pool
 from .pretrained import PATH_OPTION, load_state_dict, weights_file
 from .registry import Registry, UnknownNameError
 
@@ -73,7 +74,10 @@ class OriginalEncoder(Encoder):
     (tests/models/test_encoders.py), while the ReLU and its backward touch a quarter of the values.
     Measured: 1.11× the training step in bf16 channels-last, 1.01× in fp32, on an AMX machine (`make bench`,
     "rewrites", 2026-12-06).
-    Parameter-free layers only move, so state-dict keys are those of the paper's order."""
+    Parameter-free layers only move, so state-dict keys are those of the paper's order.
+
+    Its 2×2 pools take their bf16 backward on the CPU from `max_unpool2d` (`maxpool.TilingMaxPool2d`: the same
+    gradients, torch's own kernel for them being slow at few channels)."""
 
     def __init__(
         self,
@@ -91,6 +95,7 @@ class OriginalEncoder(Encoder):
             layers.append(nn.ReLU(inplace=True))
             in_ch = width
         self.body = nn.Sequential(*layers)
+        use_fast_max_pool(self.body)
         if pretrained_path is not None:
             self.load_state_dict(load_state_dict(pretrained_path))
         elif pretrained:
@@ -106,9 +111,11 @@ class OriginalEncoder(Encoder):
 class TimmEncoder(Encoder):
     """Any timm model as a backbone: its last feature map (`features_only`), its own mean/std.
 
-    Two rewrites make it train faster and compute the same function: its ReLU6 run out of place
+    Rewrites make it train faster and compute the same function: its ReLU6 run out of place
     (`set_hardtanh_inplace`), its strided depthwise convolutions take their bf16 input gradient on the CPU from a
-    stride-1 convolution (`depthwise.use_fast_strided_depthwise`, 1.4x MobileNetV2's bf16 step on an AMX machine).
+    stride-1 convolution (`depthwise.use_fast_strided_depthwise`, 1.4x MobileNetV2's bf16 step on an AMX machine),
+    and any tiling max-pool its bf16 backward from `max_unpool2d` (`maxpool.use_fast_max_pool`; none in the
+    MobileNetV2 and ResNet-18 of the paper's Table 7).
 
     Args:
         model_name: a timm model name (`timm.is_model`).
@@ -141,6 +148,7 @@ class TimmEncoder(Encoder):
         self.model = model
         set_hardtanh_inplace(model, False)
         use_fast_strided_depthwise(model)
+        use_fast_max_pool(model)
 
     def features(self, x: Tensor) -> Tensor:
         return self.model(x)[-1]

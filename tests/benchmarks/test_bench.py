@@ -21,6 +21,9 @@ if str(REPO) not in sys.path:  # `benchmarks/` is a folder of the repository, no
 
 from benchmarks import common, run  # noqa: E402
 from benchmarks.common import Settings, Timing  # noqa: E402
+from glamor_lightning.allocator import glibc  # noqa: E402
+
+linux_glibc = pytest.mark.skipif(glibc() is None, reason="malloc's settings are glibc's")
 
 
 def _positive(x) -> bool:
@@ -230,10 +233,31 @@ def test_rewrites_section_times_each_model_against_its_rewrite_undone(tmp_path):
     out = tmp_path / "results"
     assert run.main(["--quick", "--only", "rewrites", "--backbones", "original", "--out", str(out)]) == 0
     doc = json.loads((out / "latest.json").read_text())
-    assert list(doc["rewrites"]["original"]) == ["max-pool before ReLU"]
-    entry = doc["rewrites"]["original"]["max-pool before ReLU"]
-    assert set(entry) == {"32-true", "bf16-mixed"}
-    for fig in (entry["32-true"], entry["bf16-mixed"]):
-        assert _positive(fig["as_trained"]) and _positive(fig["undone"])
-        assert fig["speedup"] == pytest.approx(fig["as_trained"] / fig["undone"])
-    assert "| original | max-pool before ReLU | bf16-mixed |" in (out / "latest.md").read_text()
+    assert list(doc["rewrites"]["original"]) == ["max-pool before ReLU", "max-pool backward by unpooling"]
+    for entry in doc["rewrites"]["original"].values():
+        assert set(entry) == {"32-true", "bf16-mixed"}
+        for fig in (entry["32-true"], entry["bf16-mixed"]):
+            assert _positive(fig["as_trained"]) and _positive(fig["undone"])
+            assert fig["speedup"] == pytest.approx(fig["as_trained"] / fig["undone"])
+    table = (out / "latest.md").read_text()
+    assert "| original | max-pool before ReLU | bf16-mixed |" in table
+    assert "| original | max-pool backward by unpooling | bf16-mixed |" in table
+
+
+@linux_glibc
+def test_allocator_section_times_fresh_processes_with_and_without_kept_memory(tmp_path):
+    """`--only allocator`: the same steps in fresh processes with malloc's defaults and keeping freed memory; the
+    benchmark process itself keeps freed memory, as training does."""
+    out = tmp_path / "results"
+    assert run.main(["--quick", "--only", "allocator", "--backbones", "original", "--out", str(out)]) == 0
+    doc = json.loads((out / "latest.json").read_text())
+    assert doc["machine"]["keeps_freed_memory"] is True
+    by_precision = doc["allocator"]["backbones"]["original"]
+    assert set(by_precision) == {"32-true", "bf16-mixed"}
+    for fig in by_precision.values():
+        default, kept = fig["malloc's defaults"], fig["keep freed memory"]
+        assert _positive(default["ips"]) and _positive(kept["ips"]) and _positive(kept["peak_rss_mb"])
+        assert fig["speedup"] == pytest.approx(kept["ips"] / default["ips"])
+        assert kept["faults_per_step"] < default["faults_per_step"]
+    table = (out / "latest.md").read_text()
+    assert "## Keeping freed memory" in table and "| original | bf16-mixed |" in table

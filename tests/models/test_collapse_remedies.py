@@ -166,6 +166,9 @@ def test_lr_scale_gives_a_part_its_own_learning_rate_through_the_schedule():
 def test_lr_scale_refuses_unknown_parts_and_non_positive_multipliers():
     with pytest.raises(ValueError, match=r"lr_scale names \['context'\]: this model's parts are .*context_encoder"):
         EmotionModule(lr_scale={"context": 3.0})
+    # `model.lr_scale={context_encoder:6,attention:6}` unquoted in bash arrives as the string 'attention:6'
+    with pytest.raises(ValueError, match=r"lr_scale must map parts to multipliers.*quote it.*got 'attention:6'"):
+        EmotionModule(lr_scale="attention:6")
     with pytest.raises(ValueError, match="must be > 0"):
         EmotionModule(lr_scale={"context_encoder": 0.0})
 
