@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
-from torchmetrics import MaxMetric, MeanMetric, SumMetric
+from torchmetrics import MaxMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from glamor_lightning.data.classes import CLASSES
@@ -17,10 +18,13 @@ from glamor_lightning.data.contract import (
     contract_of_datamodule,
 )
 from glamor_lightning.losses import LOSSES, gate_negentropy, head_losses, shuffled_partners, true_class_mass
+from glamor_lightning.metrics import NanMean
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
 from glamor_lightning.optimizers import check_optimizer_settings, make_optimizer, part_groups
 from glamor_lightning.precision_choice import PRECISION_KEY
 from glamor_lightning.schedules import make_schedule, planned_epochs
+
+log = logging.getLogger(__name__)
 
 #: whose face guides GLA for the auxiliary context head in training (`context_head_guide`): each sample's own, or
 #: that of another sample of the batch, drawn without regard to labels (`shuffled_partners`): the guide then says
@@ -171,17 +175,21 @@ class EmotionModule(L.LightningModule):
         #: per training batch, each auxiliary head's summed probability of the true class (face, context),
         #: detached: what gradient modulation (`callbacks.modulation`) compares; None without aux heads
         self.branch_scores: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # epoch means in which a NaN (a diverged step) makes the mean NaN rather than being dropped (`metrics.NanMean`)
+        self.train_loss, self.val_loss, self.test_loss = NanMean(), NanMean(), NanMean()
         acc = lambda avg: MulticlassAccuracy(num_classes=num_classes, average=avg)  # noqa: E731
-        self.train_acc, self.val_acc, self.test_acc = acc("micro"), acc("micro"), acc("micro")
+        # the training accuracy skips torchmetrics' argument checks at every step: its predictions are argmaxes and
+        # its targets are the ones the loss has just used (cross-entropy refuses a target out of range)
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
+        self.val_acc, self.test_acc = acc("micro"), acc("micro")
         self.val_acc_face, self.val_acc_context = acc("micro"), acc("micro")  # auxiliary heads
         # per-class accuracy from the confusion matrix: a class without test samples has none (not 0)
         self.test_confusion = MulticlassConfusionMatrix(num_classes=num_classes)
         self.test_n = SumMetric()  # samples tested: under DDP every sample must count once
         self.val_acc_best = MaxMetric()
         # mean fusion weights (w_face, w_context) per epoch: a collapse to 0 or 1 shows here
-        self.train_w_face, self.train_w_context = MeanMetric(), MeanMetric()
-        self.val_w_face, self.val_w_context = MeanMetric(), MeanMetric()
+        self.train_w_face, self.train_w_context = NanMean(), NanMean()
+        self.val_w_face, self.val_w_context = NanMean(), NanMean()
         # metrics that span a training epoch (or the run) are saved in checkpoints, so that a run
         # resumed mid-epoch logs what the uninterrupted run logs
         for metric in (self.train_loss, self.train_acc, self.train_w_face, self.train_w_context, self.val_acc_best):
@@ -325,6 +333,23 @@ class EmotionModule(L.LightningModule):
             self.log("val/w_face", self.val_w_face, on_step=False, on_epoch=True)
             self.log("val/w_context", self.val_w_context, on_step=False, on_epoch=True)
         return {"out": out}
+
+    def on_train_epoch_end(self) -> None:
+        """Stops the run after an epoch whose mean training loss is not finite: a step diverged, and every step
+        after it would too. One error line says so; the best checkpoint so far stays the run's (a diverged model's
+        val/acc does not beat it), and `make train` tests that one."""
+        if not self.train_loss.update_count:  # an epoch without training steps has no mean
+            return
+        loss = self.train_loss.compute()
+        if not torch.isfinite(loss):
+            log.error(
+                "epoch %d: the training loss was %s (training diverged); stopping here, the best checkpoint so far "
+                "is kept. Lower model.lr (now %g), or look for bad inputs.",
+                self.current_epoch,
+                float(loss),
+                self.hparams.lr,
+            )
+            self.trainer.should_stop = True
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # the sanity check must not count as a best
