@@ -28,7 +28,8 @@ def _worker(backbone: str, precision: str, keep: bool, steps: int, batch: int) -
     if keep:
         from glamor_lightning.allocator import keep_freed_memory
 
-        assert keep_freed_memory(), "keep_freed_memory needs glibc"
+        if not keep_freed_memory():
+            raise SystemExit("the allocator section needs glibc's malloc (Linux)")
     import torch
 
     from benchmarks.common import TrainStep, make_module, random_batch

@@ -549,9 +549,12 @@ def run(args: argparse.Namespace) -> dict:
 
             raw["rewrites"] = rewrites.run(s)
         if "allocator" in sections and device.type == "cpu":
-            from benchmarks import allocator
+            if machine_keeps:
+                from benchmarks import allocator
 
-            raw["allocator"] = allocator.run(s)
+                raw["allocator"] = allocator.run(s)
+            else:
+                log("allocator: skipped, this machine's malloc is not glibc's")
         if "data" in sections:
             from benchmarks import data_path
 

@@ -36,7 +36,6 @@ class _TilingMaxPool(torch.autograd.Function):
         y, indices = F.max_pool2d_with_indices(x, kernel, kernel)
         ctx.save_for_backward(indices)
         ctx.kernel, ctx.size = kernel, x.shape[-2:]
-        ctx.mark_non_differentiable(indices)
         return y
 
     @staticmethod
