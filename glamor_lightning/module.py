@@ -20,7 +20,7 @@ from glamor_lightning.data.contract import (
 from glamor_lightning.losses import LOSSES, gate_negentropy, head_losses, shuffled_partners, true_class_mass
 from glamor_lightning.metrics import NanMean
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
-from glamor_lightning.optimizers import check_optimizer_settings, make_optimizer, part_groups
+from glamor_lightning.optimizers import check_optimizer_settings, lr_scale_dict, make_optimizer, part_groups
 from glamor_lightning.precision_choice import PRECISION_KEY
 from glamor_lightning.schedules import make_schedule, planned_epochs
 
@@ -116,12 +116,7 @@ class EmotionModule(L.LightningModule):
         super().__init__()
         # plain tuples, not Hydra's ListConfig: checkpoints stay loadable with weights_only=True
         lr_milestones, class_names = tuple(int(m) for m in lr_milestones), tuple(map(str, class_names))
-        if lr_scale is not None and not isinstance(lr_scale, Mapping):  # e.g. a shell's brace expansion ate the braces
-            raise ValueError(
-                f"lr_scale must map parts to multipliers, e.g. 'model.lr_scale={{context_encoder: 3}}' (in a shell, "
-                f"quote it: unquoted, the braces are expanded away); got {lr_scale!r}"
-            )
-        lr_scale = {str(k): float(v) for k, v in (lr_scale or {}).items()}  # a plain dict, as above
+        lr_scale = lr_scale_dict(lr_scale)
         self.save_hyperparameters()
         self.net = GlamorNet(
             backbone=backbone,

@@ -13,6 +13,18 @@ from torch import nn
 OPTIMIZERS = ("sgd", "adamw")
 
 
+def lr_scale_dict(lr_scale: Mapping[str, float] | None) -> dict[str, float]:
+    """`lr_scale` as a plain dict of floats (Hydra's DictConfig is not one; checkpoints stay loadable with
+    weights_only=True). Anything but a mapping is refused, naming the fix: in a shell, unquoted braces are expanded
+    away (`model.lr_scale={a:6,b:6}` reaches Hydra as the string 'b:6')."""
+    if lr_scale is not None and not isinstance(lr_scale, Mapping):
+        raise ValueError(
+            f"lr_scale must map parts to multipliers, e.g. 'model.lr_scale={{context_encoder: 3}}' (in a shell, "
+            f"quote it: unquoted, the braces are expanded away); got {lr_scale!r}"
+        )
+    return {str(k): float(v) for k, v in (lr_scale or {}).items()}
+
+
 def check_optimizer_settings(optimizer: str, nesterov: bool, lr_scale: Mapping[str, float], parts: list[str]) -> None:
     """Refuse, naming what to set, an unknown optimiser, Nesterov with AdamW, or an `lr_scale` that names no part
     of the net (`parts`) or has a multiplier that is not positive."""

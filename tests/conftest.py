@@ -21,10 +21,14 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
+from glamor_lightning.allocator import glibc  # noqa: E402
 from glamor_lightning.data.synth import SynthConfig, generate  # noqa: E402
 from glamor_lightning.hydra_utils import CONF_DIR  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+#: tests of malloc's settings (`glamor_lightning.allocator`), which are glibc's
+linux_glibc = pytest.mark.skipif(glibc() is None, reason="malloc's settings are glibc's")
 
 SMALL_SYNTH = SynthConfig(per_class_train=8, per_class_val=3, per_class_test=4, seed=7)
 

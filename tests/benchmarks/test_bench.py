@@ -21,9 +21,7 @@ if str(REPO) not in sys.path:  # `benchmarks/` is a folder of the repository, no
 
 from benchmarks import common, run  # noqa: E402
 from benchmarks.common import Settings, Timing  # noqa: E402
-from glamor_lightning.allocator import glibc  # noqa: E402
-
-linux_glibc = pytest.mark.skipif(glibc() is None, reason="malloc's settings are glibc's")
+from conftest import linux_glibc  # noqa: E402
 
 
 def _positive(x) -> bool:

@@ -7,13 +7,9 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from conftest import compose_config
+from conftest import compose_config, linux_glibc
 from glamor_lightning.allocator import glibc
 from glamor_lightning.callbacks.allocator import KeepFreedMemory
-
-linux_glibc = pytest.mark.skipif(glibc() is None, reason="malloc's settings are glibc's")
 
 # training steps of GLAMOR-Net (original backbone, batch 8): faults per step once warm
 _PROGRAM = """
