@@ -158,9 +158,11 @@ def test_one_class_batches_count_nothing_in_the_other_face_check(module, synth_r
     assert 0.0 <= validate(module, synth_root, eval_batch_size=6)["val/acc_context_other_face"] <= 1.0
 
 
-def test_the_epochs_gradient_norm_sums_survive_a_resume_mid_epoch():
-    """The sums are kept per epoch in the callback (one log call per epoch, not per step), so they are part of
-    its checkpointed state: a run resumed after step 2 ends the epoch with the sums of the run never stopped."""
+def test_the_gradient_norms_are_sampled_every_n_steps_and_survive_a_resume_mid_epoch():
+    """The epoch's sums are over every n-th optimiser step from the epoch's first (here steps 0, 2, 4 of 5), the
+    norms of those steps' gradients; they are kept in the callback (one log call per epoch, not per step), so
+    they and the sampling's phase are part of its checkpointed state: a run resumed after step 3 samples the
+    steps, and ends the epoch with the sums, of the run never stopped."""
     torch.manual_seed(0)
     module = EmotionModule(channels_last=False).eval()  # no dropout: the same batch, the same gradients
     optimizer = torch.optim.SGD(module.param_groups(), lr=0.1)
@@ -169,7 +171,7 @@ def test_the_epochs_gradient_norm_sums_survive_a_resume_mid_epoch():
             torch.randint(0, 255, (2, 96, 96, 3), dtype=torch.uint8),
             torch.randint(0, 255, (2, 112, 112, 3), dtype=torch.uint8),
         )
-        for _ in range(3)
+        for _ in range(5)
     ]
 
     def step(callback: BranchDiagnostics, batch) -> None:
@@ -177,15 +179,35 @@ def test_the_epochs_gradient_norm_sums_survive_a_resume_mid_epoch():
         module(*batch).logits.sum().backward()
         callback.on_before_optimizer_step(None, module, optimizer)
 
-    never_stopped, before_the_kill = BranchDiagnostics(), BranchDiagnostics()
+    expected = {}
+    for i in (0, 2, 4):
+        optimizer.zero_grad()
+        module(*batches[i]).logits.sum().backward()
+        for name, norm in zip(*grad_norm_vector(optimizer), strict=True):
+            expected[name] = expected.get(name, 0.0) + float(norm)
+    never_stopped, before_the_kill = (
+        BranchDiagnostics(grad_norm_every_n_steps=2),
+        BranchDiagnostics(grad_norm_every_n_steps=2),
+    )
     for batch in batches:
         step(never_stopped, batch)
-    for batch in batches[:2]:
+    for batch in batches[:3]:
         step(before_the_kill, batch)
-    resumed = BranchDiagnostics()
+    resumed = BranchDiagnostics(grad_norm_every_n_steps=2)
     resumed.load_state_dict(before_the_kill.state_dict())
-    step(resumed, batches[2])
+    for batch in batches[3:]:
+        step(resumed, batch)
     assert resumed.grad_norm_steps == never_stopped.grad_norm_steps == 3
     assert set(resumed.grad_norm_sums) == {"face_encoder", "context_encoder", "attention"}
     for name, total in never_stopped.grad_norm_sums.items():
         assert float(resumed.grad_norm_sums[name]) == float(total) > 0
+        assert float(total) == pytest.approx(expected[name], rel=1e-5)
+    every = BranchDiagnostics(grad_norm_every_n_steps=1)
+    for batch in batches:
+        step(every, batch)
+    assert every.grad_norm_steps == 5
+
+
+def test_a_gradient_norm_interval_below_one_is_refused():
+    with pytest.raises(ValueError, match="grad_norm_every_n_steps must be 1 or more"):
+        BranchDiagnostics(grad_norm_every_n_steps=0)
