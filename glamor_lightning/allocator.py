@@ -13,7 +13,8 @@ training is not returned to the system until the process ends (peak resident mem
 training loop that reaches its peak every step hardly notices.
 
 glibc only (Linux); elsewhere (macOS, musl) it does nothing and says so. Process-wide, and only for allocations made
-after it: `callbacks.keep_freed_memory` calls it when a training starts (`enabled: false` leaves malloc as it is).
+after it: `callbacks.keep_freed_memory` calls it when a training starts (`enabled: false` leaves malloc as it is), and
+the entry point before `trainer.precision=auto` times training steps, so that they are timed as they will run.
 """
 
 from __future__ import annotations
@@ -45,8 +46,12 @@ def glibc() -> ctypes.CDLL | None:
     return libc
 
 
+_kept = False  #: whether `keep_freed_memory` has told malloc so in this process (it is never undone)
+
+
 def keep_freed_memory() -> bool:
     """Makes glibc's malloc keep freed memory for reuse (module docstring); returns whether it could."""
+    global _kept
     libc = glibc()
     if libc is None:
         log.info("keep_freed_memory: not glibc (%s), malloc left as it is", sys.platform)
@@ -55,4 +60,10 @@ def keep_freed_memory() -> bool:
     ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     if not ok:
         log.warning("keep_freed_memory: glibc refused mallopt; malloc left as it is")
+    _kept = _kept or ok
     return ok
+
+
+def keeps_freed_memory() -> bool:
+    """Whether malloc keeps freed memory in this process (`keep_freed_memory` succeeded here)."""
+    return _kept

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from glamor_lightning.allocator import keep_freed_memory, keeps_freed_memory
 from glamor_lightning.optimizers import sgd_kwargs
 from glamor_lightning.threads import CpuMeter
 
@@ -59,8 +60,9 @@ SMOKE_PRECISION = "32-true"
 PRECISION_KEY = "train_precision"
 #: raised whenever a change of ours moves a setting's speed in one precision, so that measurements remembered before
 #: it are taken again (2: bf16 strided depthwise convolutions, `models/depthwise.py`, 1.4x MobileNetV2 in bf16;
-#: 3: the original encoder's bf16 max-pool backward by unpooling, `models/maxpool.py`, 1.1x its bf16 step)
-SPEED_REVISION = 3
+#: 3: the original encoder's bf16 max-pool backward by unpooling, `models/maxpool.py`, 1.1x its bf16 step; 4: the
+#: steps timed with malloc keeping freed memory when the training will, `allocator.py`, up to 1.11x a bf16 step)
+SPEED_REVISION = 4
 #: the precision of checkpoints made before `PRECISION_KEY` (the default then)
 EARLIER_DEFAULT = "bf16-mixed"
 
@@ -75,6 +77,8 @@ class PrecisionChoice:
     #: remembered), "multi-process" or "smoke" (not measured)
     source: str
     other_cores: float | None = None  #: other programs' load during a "busy" measurement, in cores
+    #: whether malloc kept freed memory while the steps were timed (`allocator.keep_freed_memory`; None: CUDA)
+    memory_kept: bool | None = None
 
     def describe(self) -> str:
         rates = ", ".join(f"{p} {r:.1f} img/s" for p, r in self.images_per_s.items())
@@ -86,7 +90,8 @@ class PrecisionChoice:
             + ("native here" if self.precision == "bf16-mixed" else "not native here"),
             "smoke": "not measured in a fast_dev_run",
         }[self.source]
-        return f"trainer.precision=auto -> {self.precision} ({how}{': ' + rates if rates else ''})"
+        kept = ", malloc keeping freed memory as the training will" if rates and self.memory_kept else ""
+        return f"trainer.precision=auto -> {self.precision} ({how}{kept}{': ' + rates if rates else ''})"
 
 
 def choose(images_per_s: dict[str, float], tie: float = TIE) -> str:
@@ -151,11 +156,12 @@ def machine_key(device: torch.device) -> str:
     return f"{processor_name()} | amx={has_amx()} | {where} | torch {torch.__version__} | speed {SPEED_REVISION}"
 
 
-def setting_key(module, batch_size: int, face_size: int, crop_size: int) -> str:
+def setting_key(module, batch_size: int, face_size: int, crop_size: int, memory_kept: bool | None = None) -> str:
     net = module.net.config
     parts = [f"{k}={net[k]}" for k in ("backbone", "inputs", "attention", "fusion", "hidden", "gla_batchnorm")]
     parts += [f"aux_heads={net['aux_heads']}", f"channels_last={module.hparams.channels_last}"]
-    return " ".join(parts + [f"batch={batch_size}", f"face={face_size}", f"context={crop_size}"])
+    parts += [f"batch={batch_size}", f"face={face_size}", f"context={crop_size}"]
+    return " ".join(parts + ([] if memory_kept is None else [f"memory_kept={memory_kept}"]))
 
 
 class TrainStep:
@@ -251,31 +257,39 @@ def resolve_precision(
     processes: int = 1,
     block_s: float = 1.0,
     smoke: bool = False,
+    keep_memory: bool = False,
 ) -> PrecisionChoice:
     """The precision a run of `module` on `device` should train in (see the module docstring); `block_s`: the
     length of a timed block of steps (`measure`); `smoke`: a smoke run (`fast_dev_run`), which is not worth
-    seconds of timing: the remembered choice, else `SMOKE_PRECISION` unmeasured."""
+    seconds of timing: the remembered choice, else `SMOKE_PRECISION` unmeasured. `keep_memory`: the training will
+    keep freed memory (`callbacks.keep_freed_memory`), so the steps are timed so too (on a CPU; it speeds a bf16
+    step more than an fp32 one, up to 1.11x); whether they were is part of the remembered setting."""
     if processes > 1:
         return PrecisionChoice(unmeasured_precision(device), {}, "multi-process")
+    memory_kept = None
+    if device.type == "cpu":
+        if keep_memory:
+            keep_freed_memory()
+        memory_kept = keeps_freed_memory()
     path = cache_file()
-    machine, setting = machine_key(device), setting_key(module, batch_size, face_size, crop_size)
+    machine, setting = machine_key(device), setting_key(module, batch_size, face_size, crop_size, memory_kept)
     known = _read(path).get(machine, {}).get(setting)
     if isinstance(known, dict) and set(known) == set(CANDIDATES):
-        return PrecisionChoice(choose(known), known, "cache")
+        return PrecisionChoice(choose(known), known, "cache", memory_kept=memory_kept)
     if smoke:
-        return PrecisionChoice(SMOKE_PRECISION, {}, "smoke")
+        return PrecisionChoice(SMOKE_PRECISION, {}, "smoke", memory_kept=memory_kept)
     meter = CpuMeter() if device.type == "cpu" else None
     rates = measure(module, batch_size, face_size, crop_size, device, block_s=block_s)
     other = meter.other_cores() if meter is not None else None
     if other is not None and other > BUSY_CORES:  # the ratio may be the load's, not the machine's
-        return PrecisionChoice(choose(rates), rates, "busy", other_cores=other)
+        return PrecisionChoice(choose(rates), rates, "busy", other_cores=other, memory_kept=memory_kept)
     data = _read(path)
     data.setdefault(machine, {})[setting] = {p: round(r, 2) for p, r in rates.items()}
     try:
         _write(path, data)
     except OSError as err:  # a read-only home: the run goes on, the next one measures again
         log.warning("could not remember the precision measurement in %s: %s", path, err)
-    return PrecisionChoice(choose(rates), rates, "measured")
+    return PrecisionChoice(choose(rates), rates, "measured", memory_kept=memory_kept)
 
 
 def checkpoint_precision(checkpoint: dict) -> str:
@@ -304,11 +318,12 @@ def trainer_device(trainer_cfg) -> torch.device:
     return torch.device("cuda" if gpu else "cpu")
 
 
-def auto_precision(trainer_cfg, module, datamodule) -> PrecisionChoice:
+def auto_precision(trainer_cfg, module, datamodule, keep_memory: bool = False) -> PrecisionChoice:
     """`resolve_precision` for a run described by a trainer config and a data module."""
     device = trainer_device(trainer_cfg)
     data = datamodule.hparams
     return resolve_precision(
         module, int(data.batch_size), int(data.face_size), int(data.crop_size), device,
         processes=trainer_processes(trainer_cfg, device), smoke=bool(trainer_cfg.get("fast_dev_run")),
+        keep_memory=keep_memory,
     )  # fmt: skip

@@ -80,6 +80,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import torch
     from hydra.utils import instantiate
 
+    from glamor_lightning.callbacks.allocator import enabled_in as keeps_memory
     from glamor_lightning.checkpoints import load_net_weights, read_checkpoint
     from glamor_lightning.hydra_utils import callbacks, finish_loggers, loggers
     from glamor_lightning.precision_choice import AUTO, auto_precision, checkpoint_precision
@@ -104,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             cfg.trainer.precision = checkpoint_precision(resumed)
             log.info("trainer.precision=auto -> %s (the precision of the run resumed)", cfg.trainer.precision)
         else:
-            choice = auto_precision(cfg.trainer, model, datamodule)
+            choice = auto_precision(cfg.trainer, model, datamodule, keep_memory=keeps_memory(cfg))
             log.info(choice.describe())
             cfg.trainer.precision = choice.precision
     resumed = None  # Lightning reads the checkpoint again to resume: free this copy

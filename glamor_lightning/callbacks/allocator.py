@@ -13,6 +13,13 @@ from lightning.pytorch.callbacks import Callback
 from glamor_lightning.allocator import keep_freed_memory
 
 
+def enabled_in(cfg) -> bool:
+    """Whether a training config keeps freed memory: it has `callbacks.keep_freed_memory`, enabled. What runs
+    before its fit and times training steps (`trainer.precision=auto`) keeps it too, to time them as they will run."""
+    spec = (cfg.get("callbacks") or {}).get("keep_freed_memory")
+    return bool(spec) and bool(spec.get("enabled", True))
+
+
 class KeepFreedMemory(Callback):
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = bool(enabled)
