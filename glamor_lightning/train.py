@@ -79,6 +79,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
     import torch
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import WeightAveraging
 
     from glamor_lightning.callbacks.allocator import enabled_in as keeps_memory
     from glamor_lightning.checkpoints import load_net_weights, read_checkpoint
@@ -126,6 +127,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             if not best:
                 log.warning("No best checkpoint was saved: testing the current weights.")
+            # with weight averaging (e.g. `+callbacks.ema={_target_: lightning.pytorch.callbacks.EMAWeightAveraging}`)
+            # a checkpoint's state_dict holds the averaged weights, the ones validation chose it by, but the callback
+            # puts the trained weights back when it is loaded: test without it, so the test scores what was chosen
+            trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, WeightAveraging)]
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
             if trainer.is_global_zero:

@@ -112,3 +112,23 @@ def test_wandb_logs_offline_without_login(synth_root, tmp_path, monkeypatch):
     train(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def test_a_run_with_weight_averaging_tests_the_averaged_weights_it_validated(synth_root, tmp_path):
+    """Lightning's weight averaging validates and checkpoints the averaged weights, and puts the trained ones back
+    when a checkpoint is loaded: the run's test of its best checkpoint must score the averaged weights (those the
+    checkpoint's state_dict holds, which `eval` tests), not the trained ones."""
+    out = tmp_path / "train"
+    ema = "+callbacks.ema={_target_:lightning.pytorch.callbacks.EMAWeightAveraging,decay:0.9}"
+    metrics = train(compose_config("train", out, [f"data.root={synth_root}", "model.backbone=original", *FAST, ema]))
+    cfg = compose_config(
+        "eval",
+        tmp_path / "eval",
+        [
+            f"data.root={synth_root}",
+            "trainer.accelerator=cpu",
+            f"ckpt_path={out / 'checkpoints' / 'epoch_000.ckpt'}",
+            "data.cache_workers=0",
+        ],
+    )
+    assert evaluate(cfg)["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-6)
