@@ -108,14 +108,15 @@ def tiny_ckpt(synth_root, tmp_path_factory) -> Path:
 
 
 def cpu_trainer(**kwargs):
-    """A quiet one-process CPU `L.Trainer` (no logger, bar or summary; the data module shards itself)."""
+    """A quiet one-process CPU `L.Trainer` (no logger, bar or summary; the data module shards itself); `kwargs`
+    add to or override those settings."""
     import lightning as L
 
-    return L.Trainer(
+    settings = dict(
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
-        **kwargs,
     )
+    return L.Trainer(**{**settings, **kwargs})

@@ -4,12 +4,11 @@ each epoch on its true figures."""
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import compose_config, make_datamodule
+from conftest import compose_config, cpu_trainer, make_datamodule
 from glamor_lightning.callbacks.progress import ThrottledRichProgressBar
 from glamor_lightning.module import EmotionModule
 
@@ -20,15 +19,8 @@ def _fit(synth_root, bar: ThrottledRichProgressBar) -> int:
     module = EmotionModule(channels_last=False)
     dm = make_datamodule(synth_root)
     module.bind_data(dm)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        max_epochs=2,
-        limit_val_batches=0,
-        callbacks=[bar],
+    trainer = cpu_trainer(
+        enable_progress_bar=True, enable_checkpointing=False, max_epochs=2, limit_val_batches=0, callbacks=[bar]
     )
     trainer.fit(module, datamodule=dm)
     assert trainer.num_training_batches == 14
