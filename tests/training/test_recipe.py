@@ -28,6 +28,34 @@ def test_the_context_recipe_trains_glamor_net_with_its_remedies(tmp_path):
     assert lrs["face_encoder"] == lrs["fusion"] == pytest.approx(cfg.model.lr)
 
 
+@pytest.mark.parametrize(
+    "backbone, base, context_rate",
+    [("mobilenetv2", 0.03, 0.03), ("resnet18", 0.01, 0.03), ("original", 0.01, 0.03)],
+)
+def test_each_backbone_trains_at_its_own_learning_rate_under_the_context_recipe(tmp_path, backbone, base, context_rate):
+    """MobileNetV2 learns at 0.03 in every part (results/mobilenetv2_lr_12ep.md); every other backbone at 0.01
+    with its context branch at 3x."""
+    module = instantiate(compose_config("train", tmp_path, ["recipe=context", f"model.backbone={backbone}"]).model)
+    lrs = {g["name"]: g.get("lr", module.hparams.lr) for g in module.param_groups()}
+    assert module.hparams.lr == pytest.approx(base)
+    assert lrs["face_encoder"] == lrs["fusion"] == lrs["classifier"] == pytest.approx(base)
+    assert lrs["context_encoder"] == lrs["attention"] == pytest.approx(context_rate)
+
+
+def test_face_only_mobilenetv2_trains_at_its_backbones_rate_and_table_7_at_the_tables(tmp_path):
+    """The backbone's rate is the model's, whatever the recipe: face only, the baseline GLAMOR-Net is compared
+    with, gets it too; experiment=table7_mobilenetv2 keeps the 0.01 its results were made with."""
+    face = compose_config("train", tmp_path, ["experiment=table4_face", "model.backbone=mobilenetv2"])
+    assert face.recipe.name == "plain" and face.model.lr == pytest.approx(0.03)
+    assert compose_config("train", tmp_path, ["experiment=table7_mobilenetv2"]).model.lr == pytest.approx(0.01)
+
+
+def test_a_learning_rate_on_the_command_line_wins_over_the_defaults(tmp_path):
+    overrides = ["recipe=context", "model.backbone=mobilenetv2", "model.lr=0.05", "model.lr_scale={fusion: 2}"]
+    cfg = compose_config("train", tmp_path, overrides)
+    assert cfg.model.lr == 0.05 and dict(cfg.model.lr_scale) == {"fusion": 2}
+
+
 def test_the_plain_recipe_is_the_papers_model_end_to_end(tmp_path):
     module = instantiate(compose_config("train", tmp_path, ["recipe=plain"]).model)
     assert not module.net.has_aux_heads and module.net.fusion.floor == 0.0
