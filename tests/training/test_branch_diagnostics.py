@@ -11,12 +11,13 @@ import torch
 from conftest import cpu_trainer, make_datamodule
 from glamor_lightning.callbacks.branch_diagnostics import (
     BranchDiagnostics,
+    attention_entropy,
     branch_effects,
     context_under_other_face,
     grad_norm_vector,
     other_class_partners,
 )
-from glamor_lightning.module import EmotionModule
+from glamor_lightning.module import EmotionModule, to_float_nchw
 
 
 def silence(encoder: torch.nn.Module) -> None:
@@ -148,6 +149,40 @@ def test_the_other_face_check_is_logged_for_gla_only(module, synth_root):
     torch.manual_seed(0)
     plain = EmotionModule(fusion="add", attention="none", channels_last=False)
     assert "val/acc_context_other_face" not in validate(plain, synth_root)
+
+
+def test_attention_entropy_is_one_for_a_uniform_map_and_zero_for_one_cell():
+    uniform = torch.full((2, 4, 6), 1 / 24)
+    one_cell = torch.zeros(2, 4, 6)
+    one_cell[:, 1, 2] = 1.0
+    two_of_four = torch.tensor([[[0.5, 0.5], [0.0, 0.0]]])
+    assert attention_entropy(uniform).tolist() == pytest.approx([1.0, 1.0])
+    assert attention_entropy(one_cell).tolist() == [0.0, 0.0]
+    assert attention_entropy(two_of_four).item() == pytest.approx(math.log(2) / math.log(4))
+    with pytest.raises(ValueError, match="two cells or more"):
+        attention_entropy(torch.ones(3, 1, 1))
+
+
+def test_attention_entropy_is_logged_for_learnt_attentions_only(synth_root):
+    """A GLA whose scores are all equal (its last layer zeroed) attends uniformly: 1 exactly; an untrained one
+    with random weights, its batch norms given real statistics, already prefers some cells: below 1. Average
+    pooling and face only log none."""
+    torch.manual_seed(0)
+    gla = EmotionModule(channels_last=False)
+    face, context = next(iter(make_datamodule(synth_root).val_dataloader()))[:2]
+    calibrate_batchnorm(gla.net, to_float_nchw(face, False), to_float_nchw(context, False))
+    assert 0.0 < validate(gla, synth_root)["val/attention_entropy"] < 0.9999
+    with torch.no_grad():
+        gla.net.attention.fc2.weight.zero_()
+        gla.net.attention.fc2.bias.zero_()
+    assert validate(gla, synth_root)["val/attention_entropy"] == pytest.approx(1.0, abs=1e-6)
+    context_only = EmotionModule(inputs="context", attention="standard", fusion="none", channels_last=False)
+    assert 0.0 < validate(context_only, synth_root)["val/attention_entropy"] <= 1.0
+    for plain in (
+        EmotionModule(fusion="add", attention="none", channels_last=False),
+        EmotionModule(inputs="face", attention="none", fusion="none", channels_last=False),
+    ):
+        assert "val/attention_entropy" not in validate(plain, synth_root)
 
 
 def test_one_class_batches_count_nothing_in_the_other_face_check(module, synth_root):
