@@ -65,12 +65,13 @@ class EmotionModule(L.LightningModule):
     (detached) face head (`losses.residual_logits`), so the context branch learns what the face does not
     tell; `context_head_guide='shuffled'` trains that head on v_c with GLA guided by another sample's face
     (`losses.shuffled_partners`), so it cannot profit from an echo of the face (GLA only; the fused prediction keeps
-    each sample's own face); `modality_dropout`, `modality_dropout_guide`, `fusion_temperature` and `fusion_floor` are
-    `GlamorNet`'s; `gate_entropy` adds the gate's negative entropy (`gate_negentropy`) times this weight to
-    the loss. `optimizer`: `sgd` (with `momentum`, `nesterov`) or `adamw` (`optimizers.OPTIMIZERS`); `fused_sgd`:
-    SGD as torch's fused kernel (`optimizers.sgd_kwargs`), false for its per-tensor loop. `lr_scale`:
-    per-part learning-rate multipliers by part name (e.g. `{context_encoder: 3}`), to let a slow branch
-    learn faster.
+    each sample's own face); `context_head_input='pooled'` trains that head on the context map average-pooled
+    instead of v_c (no attention, no face: it cannot echo the face); `modality_dropout`, `modality_dropout_guide`,
+    `fusion_temperature` and `fusion_floor` are `GlamorNet`'s; `gate_entropy` adds the gate's negative entropy
+    (`gate_negentropy`) times this weight to the loss. `optimizer`: `sgd` (with `momentum`, `nesterov`) or
+    `adamw` (`optimizers.OPTIMIZERS`); `fused_sgd`: SGD as torch's fused kernel (`optimizers.sgd_kwargs`), false
+    for its per-tensor loop. `lr_scale`: per-part learning-rate multipliers by part name (e.g.
+    `{context_encoder: 3}`), to let a slow branch learn faster.
     `compile`: False, True (inductor) or a `torch.compile` backend name (`aot_eager`, `eager`, ...);
     the net is compiled in place in `configure_model`, so checkpoint keys do not change.
     """
@@ -112,6 +113,7 @@ class EmotionModule(L.LightningModule):
         modality_dropout_guide: bool = False,
         lr_scale: Mapping[str, float] | None = None,
         context_head_guide: str = "own",
+        context_head_input: str = "attention",
     ) -> None:
         super().__init__()
         # plain tuples, not Hydra's ListConfig: checkpoints stay loadable with weights_only=True
@@ -135,6 +137,7 @@ class EmotionModule(L.LightningModule):
             modality_dropout_guide=modality_dropout_guide,
             fusion_temperature=fusion_temperature,
             fusion_floor=fusion_floor,
+            context_head_input=context_head_input,
         )
         if aux_loss_weight and not self.net.has_aux_heads:
             raise ValueError(
@@ -154,10 +157,12 @@ class EmotionModule(L.LightningModule):
             raise ValueError(
                 f"context_head_guide must be one of {', '.join(CONTEXT_HEAD_GUIDES)}; got {context_head_guide!r}"
             )
-        if context_head_guide != "own" and not (self.net.has_aux_heads and self.net.attention_reads_face):
+        if context_head_guide != "own" and not (
+            self.net.has_aux_heads and self.net.attention_reads_face and context_head_input == "attention"
+        ):
             raise ValueError(
                 f"context_head_guide={context_head_guide!r} re-guides GLA for the auxiliary context head: it needs "
-                "aux_heads=true and attention=gla; or set context_head_guide=own"
+                "aux_heads=true, attention=gla and context_head_input=attention; or set context_head_guide=own"
             )
         check_optimizer_settings(optimizer, nesterov, lr_scale, [name for name, _ in self.net.named_children()])
         self.class_names = list(class_names)

@@ -8,8 +8,9 @@ reads the scene keeps much of its accuracy under the other face (what it loses i
 use: the target's look, e.g. SynthCAER's hair colour); an echo falls below chance, as it names the other
 image's class.
 
-"From the context alone" is, by model: the auxiliary context head when the model has one; the fused head
-with v_f zeroed for face + context models; the classifier of a context-only model. On SynthCAER the
+"From the context alone" is, by model: the auxiliary context head when the model has one (one that reads
+the pooled context map, `context_head_input='pooled'`, answers alike under both guides: no face enters it);
+the fused head with v_f zeroed for face + context models; the classifier of a context-only model. On SynthCAER the
 accuracy is also split by what the image demands (`synth_breakdown.GROUPS`): an echo is right on strong
 faces and wrong on weak ones, which a scene reader cannot tell apart.
 
@@ -32,10 +33,12 @@ GUIDES = ("own face", "another class's face")
 
 
 @torch.no_grad()
-def context_alone(net: GlamorNet, v_f: torch.Tensor, v_c: torch.Tensor) -> torch.Tensor:
-    """Logits from the context vector alone (see the module docstring for which head)."""
+def context_alone(net: GlamorNet, v_f: torch.Tensor, v_c: torch.Tensor, context_map: torch.Tensor) -> torch.Tensor:
+    """Logits from the context vector alone (see the module docstring for which head); a head that reads the
+    pooled context map (`context_head_input='pooled'`) reads it, whatever the guide."""
     if net.context_head is not None:
-        return net.context_head(v_c)
+        pooled = net.context_head_input == "pooled"
+        return net.context_head(net.pooled_context(context_map) if pooled else v_c)
     if net.classifies_face:
         return net.decide(torch.zeros_like(v_f), v_c)[0]
     return net.decide(v_f, v_c)[0]
@@ -69,7 +72,7 @@ def echo_predictions(
         end = start + len(faces)
         for name, guide in guides.items():
             v_c, _ = net.attention(guide[start:end], fmap)
-            preds[name].append(context_alone(net, v_f[start:end], v_c).argmax(dim=1))
+            preds[name].append(context_alone(net, v_f[start:end], v_c, fmap).argmax(dim=1))
         start = end
     paths = [datamodule.rows[int(r)].path for _, _, _, rows in loaded for r in rows]
     return paths, targets, {g: torch.cat(p) for g, p in preds.items()}

@@ -14,6 +14,9 @@ from .modality_dropout import apply_masks, keep_masks
 
 #: Input settings of the paper's Table 4.
 INPUTS: tuple[str, ...] = ("face", "context", "context_visible", "both")
+#: What the auxiliary context head reads (`context_head_input`): v_c as the fusion gets it, or the context map
+#: average-pooled (no attention, so no face guide: a unimodal head on the context encoder).
+CONTEXT_HEAD_INPUTS: tuple[str, ...] = ("attention", "pooled")
 
 
 class GlamorOutput(NamedTuple):
@@ -34,7 +37,7 @@ class GlamorFeatures(NamedTuple):
     face: Tensor | None  #: v_f [B, Df], global average pool of the face map
     context: Tensor | None  #: v_c [B, Dc], attention-pooled context map
     attention: Tensor  #: as in `GlamorOutput.attention`
-    head_context: Tensor | None = None  #: v_c under `head_guide`'s faces, for the auxiliary context head
+    head_context: Tensor | None = None  #: the auxiliary context head's input where it is not v_c (see `forward`)
 
 
 class GlamorNet(nn.Module):
@@ -57,6 +60,10 @@ class GlamorNet(nn.Module):
             (`context_head`), each shaped like the main classifier, for staged training (paper §4.2:
             the branches are trained separately first). They are training aids: `logits` never depends
             on them. Needs `inputs='both'`.
+        context_head_input: what the auxiliary context head reads: `attention`, v_c (GLA's output, which can
+            carry an echo of the face through GLA's guide), or `pooled`, the context map average-pooled, which
+            no face enters: the unimodal head of Gradient-Blending (Wang et al., CVPR 2020), trained on the
+            context encoder alone. Needs `aux_heads`.
         modality_dropout: in training, the share of samples that lose one whole branch (face or
             context, zeroed before the fusion; `models.modality_dropout`). Needs `inputs='both'`.
         modality_dropout_guide: a sample whose face modality dropout drops loses it as GLA's guide too
@@ -106,6 +113,7 @@ class GlamorNet(nn.Module):
         fusion_temperature: float = 1.0,
         fusion_floor: float = 0.0,
         modality_dropout_guide: bool = False,
+        context_head_input: str = "attention",
     ) -> None:
         super().__init__()
         _check_setting(inputs, attention, fusion, num_classes)
@@ -119,6 +127,15 @@ class GlamorNet(nn.Module):
                 f"GlamorNet with inputs='{inputs}': set modality_dropout=0; dropping a branch "
                 "needs two of them (inputs='both')"
             )
+        if context_head_input not in CONTEXT_HEAD_INPUTS:
+            raise ValueError(
+                f"context_head_input must be one of {', '.join(CONTEXT_HEAD_INPUTS)}; got {context_head_input!r}"
+            )
+        if context_head_input != "attention" and not aux_heads:
+            raise ValueError(
+                f"context_head_input={context_head_input!r} says what the auxiliary context head reads: set "
+                "aux_heads=true, or context_head_input=attention"
+            )
         if not 0.0 <= modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
         if modality_dropout_guide and not (modality_dropout and attention == "gla"):
@@ -129,11 +146,13 @@ class GlamorNet(nn.Module):
         self.inputs = inputs
         self.modality_dropout = float(modality_dropout)
         self.modality_dropout_guide = bool(modality_dropout_guide)
+        self.context_head_input = context_head_input
         self.config = dict(
             backbone=backbone, attention=attention, fusion=fusion, inputs=inputs, num_classes=num_classes,
             gla_batchnorm=gla_batchnorm, hidden=hidden, dropout=dropout, bn_momentum=bn_momentum,
             aux_heads=aux_heads, modality_dropout=modality_dropout, fusion_temperature=fusion_temperature,
             fusion_floor=fusion_floor, modality_dropout_guide=modality_dropout_guide,
+            context_head_input=context_head_input,
         )  # fmt: skip
         has_context = inputs != "face"
         has_face = not has_context or inputs == "both" or attention == "gla"
@@ -196,7 +215,8 @@ class GlamorNet(nn.Module):
         `guide_keep` [B, 1] (bool): the samples whose face guides the attention (the others get a zero guide).
         `head_guide` [B] (long): for each sample, the sample whose face (detached) guides GLA a second time over
         the same context map, giving `head_context` (the auxiliary context head's input; `forward`). In training,
-        GLA's BatchNorm then sees two passes per step, so its running statistics move twice as fast."""
+        GLA's BatchNorm then sees two passes per step, so its running statistics move twice as fast. With
+        `context_head_input='pooled'`, `head_context` is the context map average-pooled (`pooled_context`)."""
         v_f = v_c = head_v_c = None
         if self.face_encoder is not None:
             v_f = self.face_encoder(_need(face, "face")).mean(dim=(2, 3))
@@ -208,16 +228,26 @@ class GlamorNet(nn.Module):
             v_c, attn = self.attention(guide, context_map)
             if head_guide is not None:
                 head_v_c, _ = self.attention(v_f.detach()[head_guide], context_map)
+            elif self.context_head_input == "pooled":
+                head_v_c = self.pooled_context(context_map)
         return GlamorFeatures(v_f, v_c, attn, head_v_c)
+
+    @staticmethod
+    def pooled_context(context_map: Tensor) -> Tensor:
+        """What a `context_head_input='pooled'` head reads: the context map [B, Dc, H, W] averaged over its cells."""
+        return context_map.mean(dim=(2, 3))
 
     def forward(self, face: Tensor | None, context: Tensor | None, head_guide: Tensor | None = None) -> GlamorOutput:
         """face [B, 3, 96, 96], context [B, 3, 112, 112] (float in [0, 1]; other sizes work too).
         An input the setting does not use may be None. `head_guide` [B] (long, GLA with auxiliary heads only):
         the auxiliary context head reads v_c with GLA guided by these samples' faces instead of each sample's
         own (training against the face's echo in v_c: docs/training.md); the fused prediction is unchanged."""
-        if head_guide is not None and not (self.attention_reads_face and self.context_head is not None):
+        if head_guide is not None and not (
+            self.attention_reads_face and self.context_head is not None and self.context_head_input == "attention"
+        ):
             raise ValueError(
-                "head_guide re-guides GLA for the auxiliary context head: it needs attention='gla' and aux_heads"
+                "head_guide re-guides GLA for the auxiliary context head: it needs attention='gla', aux_heads and "
+                "context_head_input='attention'"
             )
         dropping = self.training and self.modality_dropout > 0
         masks = self._keep_masks(face) if dropping and self.modality_dropout_guide else None

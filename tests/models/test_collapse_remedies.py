@@ -233,11 +233,49 @@ def test_shuffled_partners_are_another_sample_drawn_without_regard_to_class():
 
 
 def test_context_head_guide_needs_gla_and_the_auxiliary_heads():
-    with pytest.raises(ValueError, match="needs aux_heads=true and attention=gla"):
+    with pytest.raises(ValueError, match="needs aux_heads=true, attention=gla and context_head_input=attention"):
         EmotionModule(context_head_guide="shuffled")
-    with pytest.raises(ValueError, match="needs aux_heads=true and attention=gla"):
+    with pytest.raises(ValueError, match="needs aux_heads=true, attention=gla and context_head_input=attention"):
         EmotionModule(aux_heads=True, attention="standard", context_head_guide="shuffled")
     with pytest.raises(ValueError, match="context_head_guide must be one of own, shuffled; got 'random'"):
         EmotionModule(aux_heads=True, context_head_guide="random")
-    with pytest.raises(ValueError, match="needs attention='gla' and aux_heads"):
+    with pytest.raises(ValueError, match="needs attention='gla', aux_heads and context_head_input='attention'"):
         GlamorNet()(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), head_guide=torch.tensor([1, 0]))
+
+
+def test_a_pooled_context_head_reads_the_context_map_averaged_and_no_face():
+    torch.manual_seed(0)
+    net = GlamorNet(aux_heads=True, context_head_input="pooled").eval()
+    with torch.no_grad():  # GLA's scores made to depend on the face, as a trained GLA's do
+        net.attention.fc2.weight.mul_(1000)
+    face, context = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    out = net(face, context)
+    expected = net.context_head(net.context_encoder(context).mean(dim=(2, 3)))
+    assert torch.allclose(out.context_logits, expected, atol=1e-6)
+    other = net(face.flip(0), context)  # every sample under another face: the fused head moves, this head cannot
+    assert torch.equal(other.context_logits, out.context_logits)
+    assert (other.logits - out.logits).abs().max() > 1e-4
+    v_c = net.attention(net.face_encoder(face).mean(dim=(2, 3)), net.context_encoder(context))[0]
+    assert torch.allclose(out.context_vector, v_c, atol=1e-6)  # the fusion still gets GLA's v_c
+
+
+def test_a_pooled_context_heads_loss_trains_the_context_encoder_alone():
+    torch.manual_seed(0)
+    net = GlamorNet(aux_heads=True, context_head_input="pooled")
+    net(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)).context_logits.sum().backward()
+    for part in ("face_encoder", "attention", "fusion", "classifier"):
+        assert all(p.grad is None or not p.grad.any() for p in getattr(net, part).parameters()), part
+    assert all(p.grad is not None and p.grad.any() for p in net.context_head.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in net.context_encoder.parameters())
+
+
+def test_context_head_input_is_checked():
+    with pytest.raises(ValueError, match="context_head_input must be one of attention, pooled; got 'mean'"):
+        GlamorNet(aux_heads=True, context_head_input="mean")
+    with pytest.raises(ValueError, match="context_head_input='pooled' says what the auxiliary context head reads"):
+        EmotionModule(context_head_input="pooled")
+    with pytest.raises(ValueError, match="context_head_input=attention; or set context_head_guide=own"):
+        EmotionModule(aux_heads=True, context_head_input="pooled", context_head_guide="shuffled")
+    net = GlamorNet(aux_heads=True, context_head_input="pooled")
+    with pytest.raises(ValueError, match="context_head_input='attention'"):
+        net(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), head_guide=torch.tensor([1, 0]))

@@ -22,7 +22,8 @@ def test_the_context_recipe_trains_glamor_net_with_its_remedies(tmp_path):
     assert cfg.recipe.name == "context"
     module = instantiate(cfg.model)
     assert module.net.has_aux_heads and module.net.fusion.floor == pytest.approx(0.4)
-    assert module.hparams.aux_loss_weight == 1.0 and module.hparams.residual_context
+    assert module.hparams.aux_loss_weight == 1.0 and not module.hparams.residual_context
+    assert module.net.context_head_input == "pooled"  # the context head reads no face (results/context_scene_12ep.md)
     lrs = {g["name"]: g.get("lr", cfg.model.lr) for g in module.param_groups()}
     assert lrs["context_encoder"] == lrs["attention"] == pytest.approx(3 * cfg.model.lr)
     assert lrs["face_encoder"] == lrs["fusion"] == pytest.approx(cfg.model.lr)
