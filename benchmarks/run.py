@@ -458,23 +458,30 @@ def table(doc: dict) -> str:
             )
         lines.append("")
     if "contention" in doc:
+        from benchmarks.contention import PLACEMENTS
+
         c = doc["contention"]
+        groups = {True: "on", False: "off", None: "unknown"}[c.get("autogroup")]
         lines += [
             "## Training beside a CPU load",
             "",
             f"The original model's training step (bf16-mixed, channels-last, batch {c['batch']}, {c['steps']} steps, "
-            f"model only) alone and beside {c['busy_threads']} single-threaded busy loops on {c['cores']} cores:",
+            f"model only) alone and beside {c['busy_threads']} single-threaded busy loops on {c['cores']} cores, the "
+            f"loops as another program (a session of their own) or in the training's session; the kernel's "
+            f"autogroup {groups}. Slowdown (fair share):",
             "",
-            "| OpenMP wait policy | alone img/s | loaded img/s | slowdown | fair share | slowdown / fair "
+            "| OpenMP wait policy | alone img/s | another program: img/s | slowdown | same session: img/s | slowdown "
             "| threads alone / loaded (end) |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, p in c["policies"].items():
-            lines.append(
-                f"| {name} | {_f(p['alone_ips'])} | {_f(p['loaded_ips'])} | {p['slowdown']:.2f}× | "
-                f"{p['fair_slowdown']:.2f}× | {p['over_fair']:.2f} | {p['threads']} / "
-                f"{p.get('threads_loaded_end', p['threads'])} |"
-            )
+            cells, ends = [], []
+            for placement in PLACEMENTS:
+                q = p["placements"][placement]
+                cells.append(f"{_f(q['loaded_ips'])} | {q['slowdown']:.2f}× ({q['fair_slowdown']:.2f}×)")
+                ends.append(str(q["threads_loaded_end"]))
+            threads = f"{p['threads']} / {', '.join(ends)}"
+            lines.append(f"| {name} | {_f(p['alone_ips'])} | {' | '.join(cells)} | {threads} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -202,8 +202,12 @@ def test_make_bench_quick_subprocess(tmp_path):
     doc = json.loads((tmp_path / "latest.json").read_text())
     policies = doc["contention"]["policies"]
     assert set(policies) == {"spin (OpenMP's default)", "passive", "spin 10,000", "spin 1,000", "sized threads"}
-    assert all(1 <= p["threads_loaded_end"] <= p["threads"] for p in policies.values())
-    assert all(_positive(p["alone_ips"]) and _positive(p["loaded_ips"]) for p in policies.values())
+    loaded = [q for p in policies.values() for q in p["placements"].values()]
+    assert all(set(p["placements"]) == {"another program", "same session"} for p in policies.values())
+    ends = [(q["threads_loaded_end"], p["threads"]) for p in policies.values() for q in p["placements"].values()]
+    assert all(1 <= end <= threads for end, threads in ends)
+    assert all(_positive(p["alone_ips"]) for p in policies.values()) and all(_positive(q["loaded_ips"]) for q in loaded)
+    assert "another program: img/s" in proc.stdout
     _check_required(doc)
     assert doc["backbones"]["original"]["params"] == 2_158_602
     assert _positive(doc["backbones"]["original"]["forward_gflops_per_image"])
@@ -224,6 +228,42 @@ def test_fair_share_of_the_cores():
     assert fair_slowdown(threads=1, busy=2, cores=2) == pytest.approx(1.5)  # 1 thread gets 2/3 of a core
     assert fair_slowdown(threads=2, busy=0, cores=2) == pytest.approx(1.0)
     assert fair_slowdown(threads=4, busy=4, cores=8) == pytest.approx(1.0)  # room for everyone
+    # shared between sessions first (autogroup): the training's session is owed half the cores
+    assert fair_slowdown(threads=2, busy=2, cores=2, per_session=True) == pytest.approx(2.0)
+    assert fair_slowdown(threads=1, busy=2, cores=2, per_session=True) == pytest.approx(1.0)  # one thread: one core
+    assert fair_slowdown(threads=2, busy=1, cores=2, per_session=True) == pytest.approx(2.0)
+    assert fair_slowdown(threads=8, busy=1, cores=8, per_session=True) == pytest.approx(8 / 7)  # it leaves 7 cores
+
+
+def _session_members(sid: int) -> list[str]:
+    """The live (not zombie) processes of session `sid`."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we read
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session, ...
+            out.append(stat.parent.name)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc (Linux)")
+def test_busy_loops_as_another_program_run_in_their_own_session_and_end_with_the_block():
+    """The contention section's "another program": all its loops in one new session (what the kernel's autogroup
+    shares the cores by), each busy, and none left running afterwards; "same session" loops share ours."""
+    from benchmarks.contention import busy_loops
+
+    with busy_loops(2, "another program") as sid:
+        assert sid != os.getsid(0)
+        members = _session_members(sid)
+        assert len(members) == 2  # the leader loops too
+    assert _session_members(sid) == []
+    with busy_loops(2, "same session") as sid:
+        assert sid == os.getsid(0)
+    unknown = "unknown placement 'elsewhere'; known: another program, same session"
+    with pytest.raises(ValueError, match=unknown), busy_loops(1, "elsewhere"):
+        pass
 
 
 def test_rewrites_section_times_each_model_against_its_rewrite_undone(tmp_path):
