@@ -35,6 +35,11 @@ def true_class_mass(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return probs.gather(1, target[:, None]).sum()
 
 
+def true_class_hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How many samples of the batch the logits classify right (argmax = target), as a detached count."""
+    return (logits.detach().argmax(dim=1) == target).sum()
+
+
 def head_losses(
     out: GlamorOutput, target: torch.Tensor, heads: Sequence[str] = LOSSES, residual_context: bool = False
 ) -> dict[str, torch.Tensor]:

@@ -17,8 +17,16 @@ from glamor_lightning.data.contract import (
     contract_from_checkpoint,
     contract_of_datamodule,
 )
-from glamor_lightning.losses import LOSSES, gate_negentropy, head_losses, shuffled_partners, true_class_mass
+from glamor_lightning.losses import (
+    LOSSES,
+    gate_negentropy,
+    head_losses,
+    shuffled_partners,
+    true_class_hits,
+    true_class_mass,
+)
 from glamor_lightning.metrics import NanMean
+from glamor_lightning.models.fusion import FLOOR_KEY, FusionNet
 from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
 from glamor_lightning.optimizers import check_optimizer_settings, lr_scale_dict, make_optimizer, part_groups
 from glamor_lightning.precision_choice import PRECISION_KEY
@@ -175,6 +183,9 @@ class EmotionModule(L.LightningModule):
         #: per training batch, each auxiliary head's summed probability of the true class (face, context),
         #: detached: what gradient modulation (`callbacks.modulation`) compares; None without aux heads
         self.branch_scores: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: per training batch, how many samples each auxiliary head gets right (face, context), detached: what
+        #: `callbacks.gate_floor` tests against chance; None without aux heads
+        self.branch_hits: tuple[torch.Tensor, torch.Tensor] | None = None
         # epoch means in which a NaN (a diverged step) makes the mean NaN rather than being dropped (`metrics.NanMean`)
         self.train_loss, self.val_loss, self.test_loss = NanMean(), NanMean(), NanMean()
         acc = lambda avg: MulticlassAccuracy(num_classes=num_classes, average=avg)  # noqa: E731
@@ -239,11 +250,15 @@ class EmotionModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = self.data_contract.to_dict()
+        if isinstance(self.net.fusion, FusionNet):  # the floor in force, which `callbacks.gate_floor` may change
+            checkpoint[FLOOR_KEY] = self.net.fusion.floor
         if self._trainer is not None:  # what `eval` tests in when asked for trainer.precision=auto
             checkpoint[PRECISION_KEY] = str(self._trainer.precision)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.data_contract = contract_from_checkpoint(checkpoint, masks_face=self.net.masks_face)
+        if FLOOR_KEY in checkpoint and isinstance(self.net.fusion, FusionNet):
+            self.net.fusion.set_floor(checkpoint[FLOOR_KEY])
 
     def configure_model(self) -> None:
         """Compile the net in place when `compile` asks for it (once; Lightning calls this per fit/test)."""
@@ -277,6 +292,7 @@ class EmotionModule(L.LightningModule):
             loss = loss + self.hparams.gate_entropy * gate_negentropy(out.fusion_weights)
         if out.face_logits is not None:
             self.branch_scores = (true_class_mass(out.face_logits, target), true_class_mass(out.context_logits, target))
+            self.branch_hits = (true_class_hits(out.face_logits, target), true_class_hits(out.context_logits, target))
         self.train_acc.update(out.logits.argmax(dim=1), target)
         epoch_metrics = {"train/acc": self.train_acc}
         # the step's loss goes to Lightning only on the steps its loggers write (every trainer.log_every_n_steps,

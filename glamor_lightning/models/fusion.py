@@ -13,6 +13,10 @@ from torch import Tensor, nn
 from .registry import Registry
 
 FUSIONS: Registry[nn.Module] = Registry("fusion")
+#: the checkpoint entry that holds the gate floor a `FusionNet` was in when the checkpoint was saved: a training
+#: callback may change the floor (`callbacks.gate_floor`), and a checkpoint must be evaluated with the floor its
+#: weights trained and validated under, not the configured one (checkpoints without it used the configured one)
+FLOOR_KEY = "fusion_floor_in_force"
 
 
 def _scorer(dim: int, hidden: int) -> nn.Sequential:
@@ -37,12 +41,18 @@ class FusionNet(nn.Module):
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"fusion_temperature must be > 0, got {temperature}")
-        if not 0.0 <= floor < 0.5:
-            raise ValueError(f"fusion_floor must be in [0, 0.5), got {floor}")
         self.face_score = _scorer(face_dim, hidden)
         self.context_score = _scorer(context_dim, hidden)
         self.out_features = face_dim + context_dim
-        self.temperature, self.floor = float(temperature), float(floor)
+        self.temperature = float(temperature)
+        self.set_floor(floor)
+
+    def set_floor(self, floor: float) -> None:
+        """The floor f of each weight from now on (the gate's own weights are untouched); a plain float, so the
+        forward's arithmetic is that of a floor configured at construction."""
+        if not 0.0 <= floor < 0.5:
+            raise ValueError(f"fusion_floor must be in [0, 0.5), got {floor}")
+        self.floor = float(floor)
 
     def forward(self, v_f: Tensor, v_c: Tensor) -> tuple[Tensor, Tensor]:
         scores = torch.cat([self.face_score(v_f), self.context_score(v_c)], dim=1)

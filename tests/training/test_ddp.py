@@ -1,5 +1,5 @@
-"""2-process CPU DDP (gloo): fit with a stage switch, test, and the single-process test of the same
-checkpoint gives exactly the same accuracy, counting every test sample once."""
+"""2-process CPU DDP (gloo): fit with a stage switch and a gate-floor decision, test, and the single-process test of
+the same checkpoint gives exactly the same accuracy, counting every test sample once."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ def ddp_run(synth_root, tmp_path_factory):
             "callbacks=staged",
             "callbacks.stages.stages.1.start=1",
             "callbacks.stages.stages.2.start=2",
+            # the gate floor decided from both processes' counts (alpha so small that it is released after epoch 0)
+            "callbacks.gate_floor.enabled=true",
+            "callbacks.gate_floor.hold_fraction=0.5",
+            "callbacks.gate_floor.alpha=1e-30",
         ],
         out,
         threads=1,
@@ -72,3 +76,10 @@ def test_ddp_runs_the_stages_and_keeps_frozen_parts_still(ddp_run):
     assert epochs[1]["val/acc_face"] == epochs[0]["val/acc_face"]
     assert epochs[1]["val/acc_context"] == epochs[0]["val/acc_context"]
     assert epochs[1]["val/w_face"] != epochs[0]["val/w_face"]
+
+
+def test_ddp_decides_the_gate_floor_from_both_processes_counts(ddp_run):
+    _, _, _, rows = ddp_run
+    epochs = epoch_rows(rows)
+    assert [epochs[e]["train/gate_floor"] for e in (0, 1)] == pytest.approx([0.4, 0.0])
+    assert all(0.0 <= epochs[e]["train/acc_context_head"] <= 1.0 for e in (0, 1))
