@@ -58,7 +58,8 @@ class GateFloorFollowsContext(Callback):
     Args:
         enabled: off by default; `recipe=context` turns it on.
         hold_fraction: the share of `trainer.max_epochs` (rounded up) during which the configured floor holds
-            whatever the head reads: the head needs some epochs to show what it learns.
+            whatever the head reads: the head needs some epochs to show what it learns. A run bounded by steps
+            alone (`max_epochs` null or -1) holds it for its first epoch only.
         alpha: the level of the one-sided binomial test against chance.
     """
 
@@ -93,7 +94,8 @@ class GateFloorFollowsContext(Callback):
             )
 
     def _hold_epochs(self, trainer: L.Trainer) -> int:
-        return math.ceil(self.hold_fraction * trainer.max_epochs) if trainer.max_epochs else 0
+        epochs = trainer.max_epochs or 0
+        return math.ceil(self.hold_fraction * epochs) if epochs > 0 else 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.enabled:
