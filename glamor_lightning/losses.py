@@ -3,7 +3,8 @@
 A step can count the cross-entropy of each head: the fused prediction's (`fused`) and the auxiliary
 face-only and context-only heads' (`face`, `context`), weighted by `EmotionModule.loss_weights` (set by the
 stage scheduler, or by `aux_loss_weight`). Beside them: the fusion gate's negative entropy (a penalty that
-keeps the gate open) and each branch's score for gradient modulation.
+keeps the gate open) and each branch's score for gradient modulation. `check_loss_settings` refuses a loss
+setting the model cannot honour, before anything trains.
 """
 
 from __future__ import annotations
@@ -13,12 +14,58 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from glamor_lightning.models.glamor import GlamorOutput
+from glamor_lightning.models.glamor import GlamorNet, GlamorOutput
 
 #: The losses a step can count, by name: each is the cross-entropy of one head's logits (a `GlamorOutput`
 #: field): the fused prediction's, and the auxiliary face-only and context-only heads'.
 HEAD_LOGITS = {"fused": "logits", "face": "face_logits", "context": "context_logits"}
 LOSSES = tuple(HEAD_LOGITS)
+
+
+#: whose face guides GLA for the auxiliary context head in training (`context_head_guide`): each sample's own, or
+#: that of another sample of the batch, drawn without regard to labels (`shuffled_partners`): the guide then says
+#: nothing about the sample's class, so the head cannot profit from an echo of the face. (Pairing with a face of
+#: another class instead leaks "not the guide's class": a 12-epoch probe's head fell to 4-7 %, below chance.)
+CONTEXT_HEAD_GUIDES = ("own", "shuffled")
+
+
+def check_loss_settings(
+    net: GlamorNet,
+    aux_loss_weight: float,
+    gate_entropy: float,
+    residual_context: bool,
+    context_head_guide: str,
+    context_head_input: str,
+) -> None:
+    """Refuse, naming what to set, a loss setting the model `net` cannot honour: auxiliary losses or a residual
+    context head without auxiliary heads, a gate penalty without a gate, an unknown or inapplicable
+    `context_head_guide` (`EmotionModule`'s arguments of the same names)."""
+    if aux_loss_weight and not net.has_aux_heads:
+        raise ValueError(
+            "aux_loss_weight counts the auxiliary heads' losses: set aux_heads=true (a model "
+            "with both branches), or aux_loss_weight=0"
+        )
+    if gate_entropy and net.config["fusion"] != "fusion_net":
+        raise ValueError(
+            f"gate_entropy regularises the fusion net's gate; fusion={net.config['fusion']!r} has none: "
+            "set gate_entropy=0"
+        )
+    if residual_context and not net.has_aux_heads:
+        raise ValueError(
+            "residual_context trains the auxiliary context head through its product with the face head: "
+            "set aux_heads=true (a model with both branches), or residual_context=false"
+        )
+    if context_head_guide not in CONTEXT_HEAD_GUIDES:
+        raise ValueError(
+            f"context_head_guide must be one of {', '.join(CONTEXT_HEAD_GUIDES)}; got {context_head_guide!r}"
+        )
+    if context_head_guide != "own" and not (
+        net.has_aux_heads and net.attention_reads_face and context_head_input == "attention"
+    ):
+        raise ValueError(
+            f"context_head_guide={context_head_guide!r} re-guides GLA for the auxiliary context head: it needs "
+            "aux_heads=true, attention=gla and context_head_input=attention; or set context_head_guide=own"
+        )
 
 
 def gate_negentropy(weights: torch.Tensor) -> torch.Tensor:

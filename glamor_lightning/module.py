@@ -19,6 +19,7 @@ from glamor_lightning.data.contract import (
 )
 from glamor_lightning.losses import (
     LOSSES,
+    check_loss_settings,
     gate_negentropy,
     head_losses,
     shuffled_partners,
@@ -33,12 +34,6 @@ from glamor_lightning.precision_choice import PRECISION_KEY
 from glamor_lightning.schedules import make_schedule, planned_epochs
 
 log = logging.getLogger(__name__)
-
-#: whose face guides GLA for the auxiliary context head in training (`context_head_guide`): each sample's own, or
-#: that of another sample of the batch, drawn without regard to labels (`shuffled_partners`): the guide then says
-#: nothing about the sample's class, so the head cannot profit from an echo of the face. (Pairing with a face of
-#: another class instead leaks "not the guide's class": a 12-epoch probe's head fell to 4-7 %, below chance.)
-CONTEXT_HEAD_GUIDES = ("own", "shuffled")
 
 # (face uint8 NHWC, context uint8 NHWC, label, row of the data root's faces.csv)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -147,31 +142,9 @@ class EmotionModule(L.LightningModule):
             fusion_floor=fusion_floor,
             context_head_input=context_head_input,
         )
-        if aux_loss_weight and not self.net.has_aux_heads:
-            raise ValueError(
-                "aux_loss_weight counts the auxiliary heads' losses: set aux_heads=true (a model "
-                "with both branches), or aux_loss_weight=0"
-            )
-        if gate_entropy and fusion != "fusion_net":
-            raise ValueError(
-                f"gate_entropy regularises the fusion net's gate; fusion={fusion!r} has none: set gate_entropy=0"
-            )
-        if residual_context and not self.net.has_aux_heads:
-            raise ValueError(
-                "residual_context trains the auxiliary context head through its product with the face head: "
-                "set aux_heads=true (a model with both branches), or residual_context=false"
-            )
-        if context_head_guide not in CONTEXT_HEAD_GUIDES:
-            raise ValueError(
-                f"context_head_guide must be one of {', '.join(CONTEXT_HEAD_GUIDES)}; got {context_head_guide!r}"
-            )
-        if context_head_guide != "own" and not (
-            self.net.has_aux_heads and self.net.attention_reads_face and context_head_input == "attention"
-        ):
-            raise ValueError(
-                f"context_head_guide={context_head_guide!r} re-guides GLA for the auxiliary context head: it needs "
-                "aux_heads=true, attention=gla and context_head_input=attention; or set context_head_guide=own"
-            )
+        check_loss_settings(
+            self.net, aux_loss_weight, gate_entropy, residual_context, context_head_guide, context_head_input
+        )
         check_optimizer_settings(optimizer, nesterov, lr_scale, [name for name, _ in self.net.named_children()])
         self.class_names = list(class_names)
         #: what the model's inputs are (`data.contract`): the defaults until `bind_data` or a checkpoint sets it
