@@ -80,7 +80,8 @@ def main() -> None:
     else:
         from data_utils import get_train_dataset  # their pipeline, which reads the paths of their config
 
-        os.chdir(their_layout(a.images.resolve(), Path(tempfile.mkdtemp(prefix="authors-layout-"))))
+        layout = tempfile.TemporaryDirectory(prefix="authors-layout-")  # removed when this process ends
+        os.chdir(their_layout(a.images.resolve(), Path(layout.name)))
         config.batch_size = a.batch
         batches = iter(get_train_dataset().repeat())
 
@@ -104,6 +105,9 @@ def main() -> None:
         loss.numpy()  # the last step's result in hand: every step done
         samples.append(a.steps * a.batch / (time.perf_counter() - t0))
     print(json.dumps({"tensorflow": tf.__version__, "samples": samples}))
+    if a.images is not None:
+        os.chdir(a.repo)  # out of the layout, so that it can be removed
+        layout.cleanup()
 
 
 if __name__ == "__main__":
