@@ -30,6 +30,7 @@ docs/benchmarks.md describes the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -49,8 +50,9 @@ if __package__ in (None, ""):  # `python benchmarks/authors_tf.py`
 
 import torch  # noqa: E402
 
-from benchmarks.common import REPO, Settings, TrainStep, caer_size_root, log, machine, make_module, random_batch  # noqa: E402
-from benchmarks.lightning_loop import fit_ips  # noqa: E402
+from benchmarks import model_throughput  # noqa: E402
+from benchmarks.common import REPO, Settings, caer_size_root, log, machine  # noqa: E402
+from benchmarks.lightning_loop import fit_ips, fit_steps  # noqa: E402
 from glamor_lightning.allocator import keep_freed_memory  # noqa: E402
 
 STEP_SCRIPT = Path(__file__).resolve().parent / "authors_step.py"
@@ -59,7 +61,7 @@ AUTHORS_FILES = ("model.py", "config.py", "data_utils.py")
 TF_MODULES = ("tensorflow", "tf_keras", "cv2", "dlib", "scipy")
 STEP_TIMEOUT_S = 600  #: an error inside tf.data can leave their step waiting for ever
 BACKBONE = "original"  #: their model is the paper's, with the paper's encoder
-IMAGES_PER_REPEAT = 320  #: every model-only figure times this many images per repeat (10 steps at 32, 80 at 4)
+IMAGES_PER_REPEAT = 320  #: each of their figures times this many images per repeat (10 steps at 32, 80 at 4)
 
 
 class AuthorsSetupError(RuntimeError):
@@ -114,18 +116,10 @@ def authors_ips(repo: Path, tf_python: Path, batch: int, mode: str, threads: int
     return json.loads(out.stdout.strip().splitlines()[-1])["samples"][0]
 
 
-def ours_ips(precision: str, batch: int, device: torch.device, seed: int = 0) -> float:
-    """Images/s of our model-only step, channels-last (one repeat after a warm-up of 3 steps)."""
-    torch.manual_seed(seed)
-    step = TrainStep(make_module(BACKBONE, channels_last=True, device=device), precision, device)
-    face, context, target = random_batch(batch, device, seed=seed)
-    for _ in range(3):
-        step(face, context, target)
-    steps = max(1, IMAGES_PER_REPEAT // batch)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step(face, context, target)
-    return steps * batch / (time.perf_counter() - t0)
+def ours_ips(precision: str, batch: int, s: Settings) -> float:
+    """Images/s of our model-only step, channels-last: one repeat of about 3 s after a warm-up of 3 steps."""
+    one = dataclasses.replace(s, batch=batch, repeats=1, min_repeats=1, warmup=3, repeat_s=3.0)
+    return model_throughput.cell(BACKBONE, precision, "channels_last", one).median
 
 
 #: the ratios issue 20 sets targets on: (ours, theirs); each the median over rounds of the ratio within a round
@@ -153,13 +147,13 @@ def run(repo: Path, tf_python: Path, batches: Sequence[int], repeats: int, s: Se
             figs["authors_eager"].append(authors_ips(repo, tf_python, batch, "eager", threads))
             figs["authors_function"].append(authors_ips(repo, tf_python, batch, "function", threads))
             figs["authors_tfdata"].append(authors_ips(repo, tf_python, batch, "function", threads, images=root))
-            figs["ours_fp32"].append(ours_ips("fp32", batch, s.device))
-            figs["ours_bf16"].append(ours_ips("bf16-mixed", batch, s.device))
+            figs["ours_fp32"].append(ours_ips("fp32", batch, s))
+            figs["ours_bf16"].append(ours_ips("bf16-mixed", batch, s))
             faster = (
                 "bf16-mixed" if statistics.median(figs["ours_bf16"]) > statistics.median(figs["ours_fp32"]) else "fp32"
             )
             setting = {"precision": faster, "channels_last": True, "key": f"{faster}/channels_last"}
-            figs["ours_fit"].append(fit_ips(root, BACKBONE, setting, batch, max(30, 480 // batch), s))
+            figs["ours_fit"].append(fit_ips(root, BACKBONE, setting, batch, fit_steps(batch), s))
             log(
                 f"authors vs ours, batch {batch}, round {r + 1}: "
                 + ", ".join(f"{k} {v[-1]:.1f}" for k, v in figs.items())

@@ -90,6 +90,11 @@ def bare_ips(root: Path, backbone: str, setting: dict, batch: int, steps: int, s
     return (steps - 1 - WARMUP) * batch / (time.perf_counter() - t0)
 
 
+def fit_steps(batch: int) -> int:
+    """Steps of a timed fit: about 480 images, at least 30 steps."""
+    return max(30, 480 // batch)
+
+
 def run(root: Path, best: dict[str, dict], s: Settings, batches: tuple[int, ...] = (4, 32)) -> dict:
     """{backbone: {batch: {"fit": [img/s...], "bare": [...], "fit_over_bare": median ratio}}}."""
     out: dict = {}
@@ -98,7 +103,7 @@ def run(root: Path, best: dict[str, dict], s: Settings, batches: tuple[int, ...]
         setting = best[backbone]
         out[backbone] = {}
         for batch in batches:
-            steps = 8 if s.quick else max(30, 480 // batch)
+            steps = 8 if s.quick else fit_steps(batch)
             fits, bares = [], []
             for _ in range(repeats):
                 fits.append(fit_ips(root, backbone, setting, batch, steps, s))
