@@ -1,11 +1,12 @@
 """`make bench`: measure training, data path, detection and prediction speed; print one table; write
 benchmarks/results/latest.json (+ a dated copy and latest.md). See docs/benchmarks.md.
 
-    python -m benchmarks.run                 # everything (about 10 min on 2 CPU cores)
+    python -m benchmarks.run                 # everything (about 40 min on 2 CPU cores)
     python -m benchmarks.run --quick         # a smoke test (under a minute); results/quick/
     python -m benchmarks.run --only data,detect --backbones original
     python -m benchmarks.run --only video    # frames/s of the video path (1 and 5 faces)
     python -m benchmarks.run --only contention  # training beside a fixed CPU load, per OpenMP wait policy
+    python -m benchmarks.run --only compile     # torch.compile of the training step against eager
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ SECTIONS = (
     "model",
     "rewrites",
     "allocator",
+    "compile",
     "data",
     "full",
     "lightning",
@@ -235,6 +237,8 @@ def summarise(raw: dict, s: Settings, machine: dict, sections: list[str], elapse
         doc["rewrites"] = raw["rewrites"]
     if raw.get("allocator"):
         doc["allocator"] = raw["allocator"]
+    if raw.get("compile"):
+        doc["compile"] = raw["compile"]
     if raw.get("lightning"):
         doc["lightning"] = raw["lightning"]
     if raw.get("main_job"):
@@ -294,6 +298,10 @@ def table(doc: dict) -> str:
         from benchmarks.allocator import table_lines as allocator_lines
 
         lines += allocator_lines(doc["allocator"])
+    if "compile" in doc:
+        from benchmarks.compiled import table_lines as compile_lines
+
+        lines += compile_lines(doc["compile"])
     if any("full_ips" in e for e in bbs.values()):
         lines += [
             "## Full training vs model-only (best setting; repeats interleaved)",
@@ -476,8 +484,14 @@ def table(doc: dict) -> str:
         ]
         for name, p in c["policies"].items():
             cells, ends = [], []
+            # files from before 2026-12-07 measured one placement, the training's own session, in the policy itself
+            placements = p.get("placements", {"same session": p})
             for placement in PLACEMENTS:
-                q = p["placements"][placement]
+                q = placements.get(placement)
+                if q is None:
+                    cells.append("– | –")
+                    ends.append("–")
+                    continue
                 cells.append(f"{_f(q['loaded_ips'])} | {q['slowdown']:.2f}× ({q['fair_slowdown']:.2f}×)")
                 ends.append(str(q["threads_loaded_end"]))
             threads = f"{p['threads']} / {', '.join(ends)}"
@@ -562,6 +576,13 @@ def run(args: argparse.Namespace) -> dict:
                 raw["allocator"] = allocator.run(s)
             else:
                 log("allocator: skipped, this machine's malloc is not glibc's")
+        if "compile" in sections:
+            if device.type == "cpu":
+                from benchmarks import compiled
+
+                raw["compile"] = compiled.run(s)
+            else:
+                log("compile: a CPU-training figure, skipped on a GPU device")
         if "data" in sections:
             from benchmarks import data_path
 

@@ -295,7 +295,7 @@ class EmotionModule(L.LightningModule):
         after it (`trainer.should_stop`), as Lightning decides; or it is the epoch's first, so that every epoch
         logs `train/loss` (Lightning drops a logged value at each epoch's end until it is logged again).
         A `self.log` call costs about a millisecond of bookkeeping: 3-4 % of a step at batch 4 when made at
-        every step (README, "Speed")."""
+        every step (docs/speed-log.md)."""
         trainer = self.trainer
         if self._epoch_metrics_logged != (self.current_epoch, id(trainer)) or trainer.should_stop:
             return True

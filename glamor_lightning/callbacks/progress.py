@@ -2,7 +2,7 @@
 
 `RichProgressBar` moves its bar, gathers the progress-bar metrics (`trainer.progress_bar_metrics`) and
 redraws at the end of every training batch: at the authors' batch of 4 the original model runs about 30 steps a
-second, and that work cost 1.5-2.7 % of its training speed (README, "Speed"), for redraws no one can read.
+second, and that work cost 1.5-2.7 % of its training speed (docs/speed-log.md), for redraws no one can read.
 Here a training batch's end does that work only when `min_interval_s` has passed since the last time (so the
 first batch's always), and always at an epoch's last batch, so the bar looks the same to a person and ends each
 epoch on its exact figures.

@@ -298,3 +298,17 @@ def test_allocator_section_times_fresh_processes_with_and_without_kept_memory(tm
         assert kept["faults_per_step"] < default["faults_per_step"]
     table = (out / "latest.md").read_text()
     assert "## Keeping freed memory" in table and "| original | bf16-mixed |" in table
+
+
+def test_compile_section_times_the_compiled_step_against_eager_cold_and_with_a_warm_cache(tmp_path):
+    """`--only compile`: the model compiled as `model.compile` does it, against eager, and the first call's seconds
+    cold and with the first process's cache warm. Quick runs compile with `aot_eager` and fp32 only."""
+    out = tmp_path / "results"
+    assert run.main(["--quick", "--only", "compile", "--out", str(out)]) == 0
+    doc = json.loads((out / "latest.json").read_text())["compile"]
+    assert (doc["backbone"], doc["backend"], list(doc["precisions"])) == ("original", "aot_eager", ["32-true"])
+    fig = doc["precisions"]["32-true"]
+    assert all(_positive(fig[k]) for k in ("eager", "compiled", "first_call_s", "first_call_warm_cache_s"))
+    assert fig["speedup"] == pytest.approx(fig["compiled"] / fig["eager"], rel=1e-3)  # one round: its own ratio
+    table = (out / "latest.md").read_text()
+    assert "## `torch.compile` (aot_eager) of the training step against eager" in table and "| 32-true |" in table
