@@ -51,7 +51,10 @@ def bench_results(folder: Path = RESULTS) -> list[tuple[Path, dict]]:
     for path in sorted(folder.rglob("*.json")):
         if path.name == "latest.json" or "quick" in path.relative_to(folder).parts:
             continue
-        doc = json.loads(path.read_text())
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not a JSON document ({e})") from e
         if "schema" not in doc or doc.get("quick"):
             continue
         found.append((path, doc))
@@ -69,16 +72,17 @@ def pick(results: Sequence[tuple[Path, dict]]) -> dict[str, tuple[Path, dict]]:
     return dict(sorted(best.items(), key=lambda kv: kv[1][1].get("timestamp", kv[1][1]["date"]), reverse=True))
 
 
-def render(folder: Path = RESULTS) -> str:
-    """The block between the markers: one collapsed table per machine kind."""
+def render(picked: dict[str, tuple[Path, dict]]) -> str:
+    """The block between the markers: one collapsed table per machine kind (`pick`'s choice)."""
     from benchmarks.run import table
 
     out = [BEGIN, ""]
-    for kind, (path, doc) in pick(bench_results(folder)).items():
+    for kind, (path, doc) in picked.items():
         sections = doc["settings"]["sections"]
+        where = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
         summary = (
             f"{kind}: <code>make bench</code> of {doc['date']} ({len(sections)} sections, "
-            f"{doc['elapsed_s'] / 60:.0f} min; <code>{path.relative_to(REPO).as_posix()}</code>)"
+            f"{doc['elapsed_s'] / 60:.0f} min; <code>{where}</code>)"
         )
         body = table(doc).splitlines()[1:]  # the table's own title repeats the summary
         while body and not body[0]:
@@ -107,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     readme = Path(args.readme)
     try:
         text = readme.read_text()
-        new = replace_block(text, render(Path(args.results)), readme.name)
+        picked = pick(bench_results(Path(args.results)))
+        new = replace_block(text, render(picked), readme.name)
     except (OSError, ValueError) as e:
         print(f"benchmarks.readme: {e}", file=sys.stderr)
         return 2
@@ -118,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if new != text:
         readme.write_text(new)
-    print(f"{readme}: benchmark tables of {len(pick(bench_results(Path(args.results))))} machine kinds")
+    print(f"{readme}: benchmark tables of {len(picked)} machine kinds")
     return 0
 
 

@@ -65,3 +65,12 @@ def test_the_block_is_replaced_between_its_markers_and_a_readme_without_them_is_
     assert readme.main(["--readme", str(page), "--check"]) == 2
     with pytest.raises(ValueError, match=r"README\.md: no '<!-- bench:begin"):
         readme.replace_block(page.read_text(), "NEW")
+
+
+def test_a_result_file_that_is_not_json_is_named_in_one_line(tmp_path, capsys):
+    page = tmp_path / "README.md"
+    page.write_text(f"{readme.BEGIN}\n{readme.END}\n")
+    (tmp_path / "2026-12-08.json").write_text('{"schema": 1, "date": ')  # a copy cut short
+    assert readme.main(["--readme", str(page), "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "2026-12-08.json: not a JSON document" in err
