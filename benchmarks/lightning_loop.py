@@ -7,8 +7,9 @@ checkpoints, step seeding, thread sizing, diagnostics, learning-rate monitor, pr
 validation off, `max_steps` steps; a callback notes the time at every batch start and the figure is the images/s
 between the end of the warm-up and the last batch start. `bare`: `full_training.LoaderFeed` (the data module's
 training loader) into `TrainStep` (forward, loss, backward, SGD), the same number of steps. Both at the best
-model-only setting of the backbone (precision, memory format), repeats alternated (fit, bare, fit, ...), at the
-authors' batch (4) and at ours (32). `fit / bare` below 1 is what Lightning's loop, logging and callbacks cost.
+model-only setting of the backbone (precision, memory format), repeats alternated (bare, fit, bare, fit, ..., bare),
+at the authors' batch (4) and at ours (32). `fit / bare` (each fit against the mean of the bare runs on either side
+of it: `sandwiched_ratio`) below 1 is what Lightning's loop, logging and callbacks cost.
 """
 
 from __future__ import annotations
@@ -95,8 +96,18 @@ def fit_steps(batch: int) -> int:
     return max(30, 480 // batch)
 
 
+def sandwiched_ratio(fits: list[float], bares: list[float]) -> float:
+    """The median over fits of each fit's images/s over the mean of the bare runs just before and just after it
+    (`bares` has one more run than `fits`: bare, fit, bare, fit, ..., bare). This machine's speed drifts by up to a
+    third within a minute; a drift that is linear over a fit and its two neighbours cancels, where a fit compared
+    with the one bare run after it takes the whole drift as Lightning's."""
+    if len(bares) != len(fits) + 1:
+        raise ValueError(f"each fit needs a bare run before and after it: {len(fits)} fits, {len(bares)} bare runs")
+    return statistics.median(f / ((b0 + b1) / 2) for f, b0, b1 in zip(fits, bares, bares[1:]))
+
+
 def run(root: Path, best: dict[str, dict], s: Settings, batches: tuple[int, ...] = (4, 32)) -> dict:
-    """{backbone: {batch: {"fit": [img/s...], "bare": [...], "fit_over_bare": median ratio}}}."""
+    """{backbone: {batch: {"fit": [img/s...], "bare": [one more], "fit_over_bare": `sandwiched_ratio`}}}."""
     out: dict = {}
     repeats = 1 if s.quick else 3
     for backbone in s.backbones:
@@ -104,11 +115,11 @@ def run(root: Path, best: dict[str, dict], s: Settings, batches: tuple[int, ...]
         out[backbone] = {}
         for batch in batches:
             steps = 8 if s.quick else fit_steps(batch)
-            fits, bares = [], []
+            fits, bares = [], [bare_ips(root, backbone, setting, batch, steps, s)]
             for _ in range(repeats):
                 fits.append(fit_ips(root, backbone, setting, batch, steps, s))
                 bares.append(bare_ips(root, backbone, setting, batch, steps, s))
-            ratio = statistics.median(f / b for f, b in zip(fits, bares))
+            ratio = sandwiched_ratio(fits, bares)
             out[backbone][str(batch)] = {"fit": fits, "bare": bares, "steps": steps, "fit_over_bare": ratio}
             log(
                 f"lightning {backbone:12s} batch {batch:3d} ({setting['key']}): fit {statistics.median(fits):.1f}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -164,7 +165,8 @@ def test_quick_run_in_process(tmp_path, synth_root):
     assert doc["quick"] is True and doc["settings"]["sections"] == ["model", "data", "full", "lightning"]
     _check_required(doc)
     loop = doc["lightning"]["original"]["4"]  # Trainer.fit against the bare loop, at the authors' batch
-    assert all(_positive(x) for x in loop["fit"] + loop["bare"]) and loop["fit_over_bare"] > 0
+    assert all(_positive(x) for x in loop["fit"] + loop["bare"]) and len(loop["bare"]) == len(loop["fit"]) + 1
+    assert loop["fit_over_bare"] == pytest.approx(loop["fit"][0] / statistics.mean(loop["bare"]))
     assert "Lightning's loop against a bare loop" in (out / "latest.md").read_text()
 
 
@@ -312,3 +314,15 @@ def test_compile_section_times_the_compiled_step_against_eager_cold_and_with_a_w
     assert fig["speedup"] == pytest.approx(fig["compiled"] / fig["eager"], rel=1e-3)  # one round: its own ratio
     table = (out / "latest.md").read_text()
     assert "## `torch.compile` (aot_eager) of the training step against eager" in table and "| 32-true |" in table
+
+
+def test_lightnings_cost_is_each_fit_against_the_bare_runs_on_either_side_so_a_steady_drift_cancels():
+    from benchmarks.lightning_loop import sandwiched_ratio
+
+    # the machine slows steadily by 10 img/s per run; Lightning costs exactly 5 %
+    bares = [100.0, 80.0, 60.0, 40.0]
+    fits = [0.95 * 90.0, 0.95 * 70.0, 0.95 * 50.0]  # each fit runs between two bare runs
+    assert sandwiched_ratio(fits, bares) == pytest.approx(0.95)
+    assert statistics.median(f / b for f, b in zip(fits, bares[1:])) > 1.05  # against the next run alone: a gain
+    with pytest.raises(ValueError, match="a bare run before and after it: 3 fits, 3 bare runs"):
+        sandwiched_ratio(fits, bares[:3])
