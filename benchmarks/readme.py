@@ -2,7 +2,7 @@
 
 For each machine kind (a processor name with its AMX and native-bf16 flags, or a GPU) it takes the `make bench`
 result file with the most sections, the latest of those on a tie, so a later partial run (`--only allocator`) does not
-hide a full one, and renders it with `make bench`'s own table (`benchmarks.run.table`) between the README's markers:
+hide a full one, and renders it with `make bench`'s own table (`benchmarks.table.table`) between the README's markers:
 
     <!-- bench:begin (python -m benchmarks.readme) -->
     <!-- bench:end -->
@@ -74,7 +74,7 @@ def pick(results: Sequence[tuple[Path, dict]]) -> dict[str, tuple[Path, dict]]:
 
 def render(picked: dict[str, tuple[Path, dict]]) -> str:
     """The block between the markers: one collapsed table per machine kind (`pick`'s choice)."""
-    from benchmarks.run import table
+    from benchmarks.table import table
 
     out = [BEGIN, ""]
     for kind, (path, doc) in picked.items():
