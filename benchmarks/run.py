@@ -378,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / ("quick" if args.quick else "")
     for path in write(doc, text, out):
         log(f"wrote {path}")
+    if not doc["quick"] and out.resolve() == (REPO / "benchmarks" / "results").resolve():
+        log("the README's tables are made from these files: run `python -m benchmarks.readme` (docs/benchmarks.md)")
     return 0
 
 
