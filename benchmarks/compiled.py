@@ -23,19 +23,19 @@ BACKBONE = "original"  #: the model issue 20 measures; each compilation takes 35
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
-def _worker(precision: str, batch: int, backend: str, rounds: int, first_only: bool) -> None:
-    """Print as JSON the first compiled call's seconds and, unless `first_only`, images/s of each alternated round
-    of eager and compiled steps."""
+def _worker(precision: str, batch: int, backend: str, repeats: int, quick: bool, first_only: bool) -> None:
+    """Print as JSON the first compiled call's seconds and, unless `first_only`, images/s of each repeat of eager and
+    compiled steps (`common.measure_interleaved`: warm-up, then repeats alternated)."""
     from glamor_lightning.allocator import keep_freed_memory
 
     keep_freed_memory()  # as training does
     import torch
 
-    from benchmarks.common import TrainStep, make_module, random_batch
+    from benchmarks.common import TrainStep, make_module, measure_interleaved, random_batch
 
     device = torch.device("cpu")
     steps = {}
-    for name in ("eager", "compiled"):
+    for name in ("compiled",) if first_only else ("eager", "compiled"):
         torch.manual_seed(0)
         module = make_module(BACKBONE, channels_last=True, device=device)
         if name == "compiled":
@@ -46,17 +46,11 @@ def _worker(precision: str, batch: int, backend: str, rounds: int, first_only: b
     steps["compiled"](face, context, target)
     out: dict = {"first_call_s": time.perf_counter() - t0}
     if not first_only:
-        for _ in range(2):
-            for step in steps.values():
-                step(face, context, target)
-        per_round = max(2, 96 // batch)
-        out.update(eager=[], compiled=[])
-        for _ in range(rounds):
-            for name, step in steps.items():
-                t0 = time.perf_counter()
-                for _ in range(per_round):
-                    step(face, context, target)
-                out[name].append(per_round * batch / (time.perf_counter() - t0))
+        s = Settings.make(device, quick=quick, repeats=repeats, batch=batch)
+        timings = measure_interleaved(
+            {name: (lambda step=step: step(face, context, target)) for name, step in steps.items()}, batch, s
+        )
+        out.update({name: t.samples for name, t in timings.items()})
     print(json.dumps(out))
 
 
@@ -64,12 +58,11 @@ def run(s: Settings) -> dict:
     """{"backbone", "batch", "backend", "precisions": {precision: {"eager": img/s, "compiled": img/s, "speedup":
     median of the rounds' compiled / eager, "rounds": [...], "first_call_s", "first_call_warm_cache_s"}}}."""
     backend = "aot_eager" if s.quick else "inductor"
-    rounds = 1 if s.quick else s.repeats
     out: dict = {"backbone": BACKBONE, "batch": s.batch, "backend": backend, "precisions": {}}
     for precision in PRECISIONS[:1] if s.quick else PRECISIONS:
         with tempfile.TemporaryDirectory(prefix="glamor-bench-compile-") as cache:
             env = {"TORCHINDUCTOR_CACHE_DIR": cache, "TORCHINDUCTOR_FX_GRAPH_CACHE": "1"}
-            args = [precision, str(s.batch), backend, str(rounds)]
+            args = [precision, str(s.batch), backend, str(s.repeats), str(int(s.quick))]
             cold = run_worker("benchmarks.compiled", [*args, "0"], env)
             warm = run_worker("benchmarks.compiled", [*args, "1"], env)
         ratios = [c / e for c, e in zip(cold["compiled"], cold["eager"])]
@@ -112,8 +105,8 @@ def table_lines(doc: dict) -> list[str]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
-        precision, batch, backend, rounds, first_only = sys.argv[2:7]
-        _worker(precision, int(batch), backend, int(rounds), first_only == "1")
+        precision, batch, backend, repeats, quick, first_only = sys.argv[2:8]
+        _worker(precision, int(batch), backend, int(repeats), quick == "1", first_only == "1")
     else:
         import torch
 
