@@ -238,6 +238,28 @@ def bench_root(data: str | None, quick: bool) -> tuple[Path, Path | None]:
     return generate(tmp / "synthcaer", cfg, workers=0 if quick else 2), tmp
 
 
+def main_job_root(
+    data: str | None, quick: bool, fallback: Path, default: Path = REPO / "data" / "synthcaer"
+) -> tuple[Path, Path | None, bool]:
+    """The data root the main job is timed on, a temp dir to remove afterwards (or None), and whether that root is
+    what `make train` reads: `data`; else the repo's data/synthcaer, which `make train` makes and reads; else (not in
+    quick mode) a SynthCAER made in a temp dir with `glamor prepare synth`'s defaults, the images `make synth` makes,
+    so that a machine that has not trained yet projects the job it would run (the other sections' smaller root made
+    the projection 4-5x too short, 2026-12-07). Quick runs take `fallback`, the other sections' small root: they
+    check that the section works, not its figure. `default`: where `make train` keeps its data."""
+    if data:
+        return Path(data), None, Path(data).resolve() == default.resolve()
+    if not quick and (default / "faces.csv").is_file():
+        return default, None, True
+    if quick:
+        return fallback, None, False
+    from glamor_lightning.data.synth import generate
+
+    tmp = Path(tempfile.mkdtemp(prefix="glamor-bench-job-"))
+    log(f"{default} is absent: making the SynthCAER `make synth` makes (its defaults) in {tmp} for the main job")
+    return generate(tmp / "synthcaer", workers=2), tmp, True
+
+
 def caer_size_root(quick: bool) -> tuple[Path, Path]:
     """A temporary SynthCAER at CAER-S's frame size (712×400), so that the decode path pays what it
     pays on the real data set (decoding cost grows with the image, the cache's does not)."""

@@ -2,7 +2,8 @@
 
 It runs the entry point's own `train()` on the train config composed as `python -m glamor_lightning.train`
 composes it (the default recipe, `trainer.precision=auto`, every default callback, validation every epoch, the
-CSV logger), on the bench's data root (the repository's SynthCAER when it exists), for `EPOCHS` epochs instead of
+CSV logger), on the data `make train` reads (`common.main_job_root`: the repository's SynthCAER, made in a temp
+dir when absent; `--data` or a quick run's small root are said to be other data), for `EPOCHS` epochs instead of
 the default's, with one callback added through the config: `EpochClock`, which notes when the first training
 batch starts and when each validation ends. It reports the setup (imports aside: instantiation, the precision
 choice, the data cache, up to the first batch), each epoch's wall time (training and validation) and the
@@ -29,11 +30,14 @@ EPOCHS = 2  #: epochs timed per backbone (the projection uses the last)
 
 class EpochClock(Callback):
     """Writes to `out` (JSON) the `time.perf_counter()` of the first training batch's start and of each
-    validation's end."""
+    validation's end, and how many images an epoch trains on."""
 
     def __init__(self, out: str) -> None:
         self.out = Path(out)
-        self.times: dict = {"first_batch": None, "epoch_ends": []}
+        self.times: dict = {"first_batch": None, "epoch_ends": [], "train_images": None}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.times["train_images"] = len(trainer.train_dataloader.dataset)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.times["first_batch"] is None:
@@ -46,7 +50,7 @@ class EpochClock(Callback):
 
 
 def time_job(root: Path, backbone: str, s: Settings, epochs: int = EPOCHS, overrides: Sequence[str] = ()) -> dict:
-    """{"setup_s", "epoch_s": [...], "max_epochs", "projected_s", "precision", "recipe"} of `make train
+    """{"setup_s", "epoch_s": [...], "max_epochs", "projected_s", "precision", "recipe", "train_images"} of `make train
     BACKBONE=backbone` on `root` (with Hydra `overrides`, e.g. `recipe=plain`, to time another setting)."""
     from glamor_lightning.train import train
 
@@ -82,6 +86,7 @@ def time_job(root: Path, backbone: str, s: Settings, epochs: int = EPOCHS, overr
         "projected_s": setup_s + max_epochs * epoch_s[-1],
         "precision": str(cfg.trainer.precision),  # what `auto` chose: train() writes it back
         "recipe": str(cfg.recipe.name),
+        "train_images": times["train_images"],
     }
     log(
         f"main job {backbone:12s} ({result['recipe']} recipe, {result['precision']}): setup {setup_s:.0f} s, "
@@ -94,6 +99,12 @@ def time_job(root: Path, backbone: str, s: Settings, epochs: int = EPOCHS, overr
 JOBS = ("mobilenetv2", "original")
 
 
-def run(root: Path, s: Settings) -> dict:
-    """{backbone: time_job(...)} for each of `JOBS` among the bench's backbones (`--backbones`)."""
-    return {b: time_job(root, b, s, epochs=1 if s.quick else EPOCHS) for b in JOBS if b in s.backbones}
+def run(root: Path, s: Settings, as_make_train: bool) -> dict:
+    """{backbone: time_job(...) and "as_make_train"} for each of `JOBS` among the bench's backbones (`--backbones`);
+    `as_make_train`: whether `root` is the data `make train` reads (`common.main_job_root`), so that the table can
+    say when a projection is not the main job's."""
+    return {
+        b: {**time_job(root, b, s, epochs=1 if s.quick else EPOCHS), "as_make_train": as_make_train}
+        for b in JOBS
+        if b in s.backbones
+    }

@@ -348,7 +348,12 @@ def run(args: argparse.Namespace) -> dict:
         if "main_job" in sections:
             from benchmarks import main_job
 
-            raw["main_job"] = main_job.run(root, s)
+            job_root, job_tmp, as_make_train = common.main_job_root(args.data, s.quick, root)
+            try:
+                raw["main_job"] = main_job.run(job_root, s, as_make_train)
+            finally:
+                if job_tmp is not None:
+                    shutil.rmtree(job_tmp, ignore_errors=True)
         if "detect" in sections:
             from benchmarks import detection
 

@@ -19,6 +19,18 @@ def yes_no(flag) -> str:
     return "?" if flag is None else ("yes" if flag else "no")  # "?": a result file from before the key existed
 
 
+def main_job_data(jobs: dict) -> str:
+    """The line under the main job's table: what data its epochs trained on, and a warning when that is not what
+    `make train` reads (the projection is then not the main job's). Files from before 2026-12-07 did not say."""
+    j = next(iter(jobs.values()))
+    if "as_make_train" not in j:
+        return "Data: not recorded (a result from before 2026-12-07)."
+    size = f"{j['train_images']:,} training images" if j.get("train_images") else "training images not recorded"
+    if j["as_make_train"]:
+        return f"Data: {size}, the SynthCAER `make train` reads."
+    return f"Data: {size}, **not** the SynthCAER `make train` reads: the projection is not the main job's."
+
+
 def table(doc: dict) -> str:
     """The printed (markdown) table."""
     m = doc["machine"]
@@ -114,7 +126,7 @@ def table(doc: dict) -> str:
                 f"| {b} | {j['recipe']} | {j['precision']} | {_f(j['setup_s'], 0)} | "
                 f"{', '.join(_f(e) for e in j['epoch_s'])} | {j['max_epochs']} | {_f(j['projected_s'] / 60)} |"
             )
-        lines.append("")
+        lines += ["", main_job_data(doc["main_job"]), ""]
     if "peak" in doc:
         pk = doc["peak"]
         lines += [

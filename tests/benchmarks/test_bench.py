@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from glamor_lightning.analysis.sweeps import compose_train_config
+from glamor_lightning.data.synth import SynthConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `benchmarks/` is a folder of the repository, not of the package
@@ -183,7 +184,30 @@ def test_main_job_section_times_the_entry_points_training(tmp_path, synth_root):
     assert job["max_epochs"] == default.trainer.max_epochs and job["recipe"] == default.recipe.name
     assert job["precision"] in ("32-true", "bf16-mixed")
     assert job["projected_s"] == pytest.approx(job["setup_s"] + job["max_epochs"] * job["epoch_s"][0])
-    assert "## The main job" in (out / "latest.md").read_text()
+    # the data it trained on is stated: `--data` is not what `make train` reads, and the table says so
+    assert job["train_images"] == 7 * 8 and job["as_make_train"] is False
+    text = (out / "latest.md").read_text()
+    assert "## The main job" in text and "Data: 56 training images, **not** the SynthCAER `make train` reads" in text
+
+
+def test_main_job_is_timed_on_the_data_make_train_reads(tmp_path, synth_root):
+    """The main job's projection is only the job's when it trains on `make train`'s data: data/synthcaer, or, on a
+    machine without it, the same SynthCAER made with `glamor prepare synth`'s defaults (it was timed on the other
+    sections' 700-image root there, 4-5x too short, and said nothing)."""
+    absent, fallback = tmp_path / "absent" / "synthcaer", tmp_path / "small"
+    assert common.main_job_root(str(synth_root), False, fallback, default=absent) == (synth_root, None, False)
+    assert common.main_job_root(str(synth_root), False, fallback, default=synth_root) == (synth_root, None, True)
+    assert common.main_job_root(None, False, fallback, default=synth_root) == (synth_root, None, True)
+    assert common.main_job_root(None, True, fallback, default=absent) == (fallback, None, False)
+    root, tmp, as_make_train = common.main_job_root(None, False, fallback, default=absent)
+    try:
+        assert as_make_train and tmp is not None and root.is_relative_to(tmp) and not absent.exists()
+        # `glamor prepare synth`'s defaults: the images `make synth` makes
+        assert (root / "synthcaer.json").is_file() and load_config(root) == SynthConfig()
+        train = [line for line in (root / "faces.csv").read_text().splitlines() if line.startswith("train,")]
+        assert len(train) == 7 * SynthConfig().per_class_train
+    finally:
+        shutil.rmtree(tmp)
 
 
 @pytest.mark.slow
