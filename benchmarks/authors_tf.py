@@ -23,7 +23,8 @@ The TensorFlow Python needs `tensorflow-cpu tf-keras opencv-python-headless dlib
 
     python -m benchmarks.authors_tf --authors-repo PATH/glamor-net --tf-python PATH/tfenv/bin/python [--repeats 3]
 
-Writes `benchmarks/results/<date>-authors.json` (`--out` for another folder) and prints a markdown table.
+Writes `benchmarks/results/<date>-<machine kind>-authors.json` (`--out` for another folder; `-2`, `-3`, ... added
+rather than writing over an earlier file) and prints a markdown table.
 docs/benchmarks.md describes the figures.
 """
 
@@ -51,7 +52,7 @@ if __package__ in (None, ""):  # `python benchmarks/authors_tf.py`
 import torch  # noqa: E402
 
 from benchmarks import model_throughput  # noqa: E402
-from benchmarks.common import REPO, Settings, caer_size_root, log, machine  # noqa: E402
+from benchmarks.common import REPO, Settings, caer_size_root, kind_slug, log, machine, unused_path  # noqa: E402
 from benchmarks.lightning_loop import fit_ips, fit_steps  # noqa: E402
 from glamor_lightning.allocator import keep_freed_memory  # noqa: E402
 
@@ -232,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": results,
     }
     a.out.mkdir(parents=True, exist_ok=True)
-    path = a.out / f"{doc['date']}-authors.json"
+    path = unused_path(a.out, f"{doc['date']}-{kind_slug(doc['machine'])}-authors")
     path.write_text(json.dumps(doc, indent=1))
     print(
         f"{info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "

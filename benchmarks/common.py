@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -217,6 +218,30 @@ def machine(device: torch.device) -> dict:
             "cudnn": torch.backends.cudnn.version(),
         }
     return info
+
+
+def kind_slug(machine: dict) -> str:
+    """The machine kind in a file name: the GPU's or the processor's name without its trademarks and filler words,
+    with `-amx` or `-no-native-bf16` where that decides its bf16 speed ("amd-epyc", "intel-xeon-amx",
+    "nvidia-h200"), so that results of two kinds made the same day do not share a name."""
+    gpu = machine.get("cuda")
+    name = (gpu["name"] if gpu else machine.get("cpu") or "").lower()
+    name = re.sub(r"\((r|tm)\)|\b(processor|cpu|\d+-core)\b|@.*$", " ", name)
+    slug = "-".join(re.findall(r"[a-z0-9]+", name))[:40].strip("-") or "unknown"
+    if not gpu and machine.get("amx"):
+        slug += "-amx"
+    elif not gpu and machine.get("native_bf16") is False:
+        slug += "-no-native-bf16"
+    return slug
+
+
+def unused_path(folder: Path, stem: str, suffix: str = ".json") -> Path:
+    """`folder/stem.json`, or `stem-2.json`, `stem-3.json`, ... where that exists: a result is never written over."""
+    path, n = folder / f"{stem}{suffix}", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}-{n}{suffix}"
+    return path
 
 
 # -- data -------------------------------------------------------------------------------------------

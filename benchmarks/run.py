@@ -251,7 +251,7 @@ def write(doc: dict, text: str, out: Path) -> list[Path]:
     tmp = out / ".latest.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1, default=_jsonable))
     tmp.replace(latest)
-    dated = out / f"{doc['date']}.json"
+    dated = common.unused_path(out, f"{doc['date']}-{common.kind_slug(doc['machine'])}")
     shutil.copyfile(latest, dated)
     (out / "latest.md").write_text(text + "\n")
     if doc["quick"] and out.name == "quick":  # smoke-test figures are not results to keep

@@ -142,7 +142,28 @@ def test_summary_schema_table_and_files(tmp_path):
         assert heading in text
     paths = run.write(doc, text, tmp_path)
     assert json.loads((tmp_path / "latest.json").read_text())["backbones"]["resnet18"]["full_ips"] == 19
-    assert (tmp_path / f"{doc['date']}.json").is_file() and paths[-1].read_text().startswith("# glamor")
+    dated = tmp_path / f"{doc['date']}-{common.kind_slug(doc['machine'])}.json"
+    assert paths[1] == dated and dated.is_file() and paths[-1].read_text().startswith("# glamor")
+    # a second run the same day on the same kind keeps the first one's file
+    again = run.write({**doc, "elapsed_s": 1.0}, text, tmp_path)[1]
+    assert again == tmp_path / f"{dated.stem}-2.json" and json.loads(dated.read_text())["elapsed_s"] != 1.0
+
+
+@pytest.mark.parametrize(
+    "machine, slug",
+    [
+        ({"cpu": "AMD EPYC", "amx": False, "native_bf16": True, "cuda": None}, "amd-epyc"),
+        ({"cpu": "Intel(R) Xeon(R) Processor", "amx": True, "native_bf16": True, "cuda": None}, "intel-xeon-amx"),
+        ({"cpu": "Intel(R) Xeon(R) Processor", "amx": False, "native_bf16": False}, "intel-xeon-no-native-bf16"),
+        ({"cpu": "AMD EPYC 9654 96-Core Processor", "amx": None, "native_bf16": None}, "amd-epyc-9654"),
+        ({"cpu": "Intel(R) Xeon(R) Platinum 8480+", "amx": True, "cuda": {"name": "NVIDIA H200"}}, "nvidia-h200"),
+        ({"cpu": "", "cuda": None}, "unknown"),
+    ],
+)
+def test_result_files_are_named_by_machine_kind(machine, slug):
+    """Two kinds measured the same day get two files (the AMX run of 2026-12-07 would have written over the AMD one's
+    dated copy, and the authors' comparison's file of the AMD run the same day: both named by the date alone)."""
+    assert common.kind_slug(machine) == slug
 
 
 def _check_required(doc: dict, backbones=("original",)) -> None:
