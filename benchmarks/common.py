@@ -220,19 +220,28 @@ def machine(device: torch.device) -> dict:
     return info
 
 
+def machine_kind(machine: dict) -> tuple[str, str | None]:
+    """What a result's machine is, as far as our speed goes: (the GPU's name, "GPU"), or (the processor's name, "AMX" |
+    "no native bf16" | None), the flag being what decides its bf16 speed. A flag missing from an older file (None)
+    counts as the common case: no AMX, bf16 not known to be emulated. `kind_slug` and the README's tables
+    (`benchmarks.readme`) both name kinds from this."""
+    gpu = machine.get("cuda")
+    if gpu:
+        return gpu["name"], "GPU"
+    cpu = machine.get("cpu") or ""
+    if machine.get("amx"):
+        return cpu, "AMX"
+    return cpu, "no native bf16" if machine.get("native_bf16") is False else None
+
+
 def kind_slug(machine: dict) -> str:
     """The machine kind in a file name: the GPU's or the processor's name without its trademarks and filler words,
     with `-amx` or `-no-native-bf16` where that decides its bf16 speed ("amd-epyc", "intel-xeon-amx",
     "nvidia-h200"), so that results of two kinds made the same day do not share a name."""
-    gpu = machine.get("cuda")
-    name = (gpu["name"] if gpu else machine.get("cpu") or "").lower()
-    name = re.sub(r"\((r|tm)\)|\b(processor|cpu|\d+-core)\b|@.*$", " ", name)
+    name, flag = machine_kind(machine)
+    name = re.sub(r"\((r|tm)\)|\b(processor|cpu|\d+-core)\b|@.*$", " ", name.lower())
     slug = "-".join(re.findall(r"[a-z0-9]+", name))[:40].strip("-") or "unknown"
-    if not gpu and machine.get("amx"):
-        slug += "-amx"
-    elif not gpu and machine.get("native_bf16") is False:
-        slug += "-no-native-bf16"
-    return slug
+    return slug if flag in (None, "GPU") else f"{slug}-{flag.replace(' ', '-').lower()}"
 
 
 def unused_path(folder: Path, stem: str, suffix: str = ".json") -> Path:

@@ -26,23 +26,22 @@ if __package__ in (None, ""):  # `python benchmarks/readme.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO  # noqa: E402
+from benchmarks.common import machine_kind as common_machine_kind  # noqa: E402
 
 BEGIN = "<!-- bench:begin (python -m benchmarks.readme) -->"
 END = "<!-- bench:end -->"
 RESULTS = REPO / "benchmarks" / "results"
 
 
+#: how each `common.machine_kind` flag reads after the machine's name in the README
+_KIND_WORDS = {"GPU": " (GPU)", "AMX": " with AMX", "no native bf16": " without native bf16", None: ", no AMX"}
+
+
 def machine_kind(doc: dict) -> str:
-    """The kind a result was measured on: the GPU's name, or the processor's with what decides its bf16 speed.
-    A flag missing from an older file (None) counts as the common case: no AMX, bf16 not known to be emulated."""
-    m = doc["machine"]
-    if m.get("cuda"):
-        return f"{m['cuda']['name']} (GPU)"
-    if m.get("amx"):
-        return f"{m['cpu']} with AMX"
-    if m.get("native_bf16") is False:
-        return f"{m['cpu']} without native bf16"
-    return f"{m['cpu']}, no AMX"
+    """The kind a result was measured on, in words (`common.machine_kind`): the GPU's name, or the processor's with
+    what decides its bf16 speed."""
+    name, flag = common_machine_kind(doc["machine"])
+    return name + _KIND_WORDS[flag]
 
 
 def bench_results(folder: Path = RESULTS) -> list[tuple[Path, dict]]:
