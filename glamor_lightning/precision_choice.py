@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from glamor_lightning.allocator import keep_freed_memory, keeps_freed_memory
 from glamor_lightning.optimizers import sgd_kwargs
 from glamor_lightning.threads import CpuMeter
+from glamor_lightning.user_cache import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,9 @@ PRECISION_KEY = "train_precision"
 #: raised whenever a change of ours moves a setting's speed in one precision, so that measurements remembered before
 #: it are taken again (2: bf16 strided depthwise convolutions, `models/depthwise.py`, 1.4x MobileNetV2 in bf16;
 #: 3: the original encoder's bf16 max-pool backward by unpooling, `models/maxpool.py`, 1.1x its bf16 step; 4: the
-#: steps timed with malloc keeping freed memory when the training will, `allocator.py`, up to 1.11x a bf16 step)
-SPEED_REVISION = 4
+#: steps timed with malloc keeping freed memory when the training will, `allocator.py`, up to 1.11x a bf16 step;
+#: 5: the original encoder's BN → max-pool → ReLU as one CPU kernel, `models/fused_bn.py`, 1.2-1.4x its step)
+SPEED_REVISION = 5
 #: the precision of checkpoints made before `PRECISION_KEY` (the default then)
 EARLIER_DEFAULT = "bf16-mixed"
 
@@ -101,8 +103,7 @@ def choose(images_per_s: dict[str, float], tie: float = TIE) -> str:
 
 
 def cache_file() -> Path:
-    root = os.environ.get("GLAMOR_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "glamor_lightning")
-    return Path(root) / "precision.json"
+    return cache_root() / "precision.json"
 
 
 def processor_name() -> str:
@@ -160,6 +161,7 @@ def setting_key(module, batch_size: int, face_size: int, crop_size: int, memory_
     net = module.net.config
     parts = [f"{k}={net[k]}" for k in ("backbone", "inputs", "attention", "fusion", "hidden", "gla_batchnorm")]
     parts += [f"aux_heads={net['aux_heads']}", f"channels_last={module.hparams.channels_last}"]
+    parts += [f"fused_bn_pool_relu={module.hparams.get('fused_bn_pool_relu', False)}"]
     parts += [f"batch={batch_size}", f"face={face_size}", f"context={crop_size}"]
     return " ".join(parts + ([] if memory_kept is None else [f"memory_kept={memory_kept}"]))
 

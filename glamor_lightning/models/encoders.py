@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from glamor_lightning.errors import SetupError
 
 from .depthwise import use_fast_strided_depthwise
+from .fused_bn import bn_pool_relu, fusable_blocks
 from .maxpool import use_fast_max_pool
 from .pretrained import PATH_OPTION, load_state_dict, weights_file
 from .registry import Registry, UnknownNameError
@@ -104,8 +105,28 @@ class OriginalEncoder(Encoder):
                 f"pass {PATH_OPTION} (a state dict of this encoder) or set model.pretrained=false"
             )
 
+    #: whether training on the CPU runs each block's BN → max-pool → ReLU as one kernel (`fused_bn`, to rounding;
+    #: `use_fused_bn_pool_relu` sets it)
+    fuse_bn_pool_relu: bool = False
+
     def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
+        blocks = fusable_blocks(self.body) if self.fuse_bn_pool_relu and self.training else None
+        if blocks is None:
+            return self.body(x)
+        for layer, bn, pool in blocks:
+            x = bn_pool_relu(layer(x), bn, pool)
+        return x
+
+
+def use_fused_bn_pool_relu(model: nn.Module, enable: bool = True) -> int:
+    """Sets `fuse_bn_pool_relu` on every `OriginalEncoder` of `model`; returns how many there are. Parameters,
+    buffers and state-dict keys are unchanged either way."""
+    found = 0
+    for module in model.modules():
+        if isinstance(module, OriginalEncoder):
+            module.fuse_bn_pool_relu = enable
+            found += 1
+    return found
 
 
 class TimmEncoder(Encoder):

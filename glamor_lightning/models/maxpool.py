@@ -62,9 +62,12 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
 def qualifies(module: nn.Module) -> bool:
     """A plain `nn.MaxPool2d` whose windows tile its input: stride = kernel (or unset), no padding, no dilation,
     floor mode, no indices returned. The case `TilingMaxPool2d` computes."""
-    if type(module) is not nn.MaxPool2d:
-        return False
-    m = module
+    return type(module) is nn.MaxPool2d and tiles(module)
+
+
+def tiles(m: nn.MaxPool2d) -> bool:
+    """Whether the windows of max-pool `m` tile its input (stride = kernel or unset, no padding, no dilation, floor
+    mode) and it returns no indices."""
     return (
         _pair(m.stride if m.stride is not None else m.kernel_size) == _pair(m.kernel_size)
         and _pair(m.padding) == (0, 0)

@@ -313,11 +313,16 @@ def test_busy_loops_as_another_program_run_in_their_own_session_and_end_with_the
 
 
 def test_rewrites_section_times_each_model_against_its_rewrite_undone(tmp_path):
-    """`--only rewrites`: the original model as it trains (max-pool before ReLU) against the paper's layer order."""
+    """`--only rewrites`: the original model as it trains against each rewrite undone (the paper's layer order, torch's
+    pooling backward, torch's layers instead of the fused kernel)."""
     out = tmp_path / "results"
     assert run.main(["--quick", "--only", "rewrites", "--backbones", "original", "--out", str(out)]) == 0
     doc = json.loads((out / "latest.json").read_text())
-    assert list(doc["rewrites"]["original"]) == ["max-pool before ReLU", "max-pool backward by unpooling"]
+    assert list(doc["rewrites"]["original"]) == [
+        "max-pool before ReLU",
+        "max-pool backward by unpooling",
+        "BN, max-pool and ReLU as one kernel",
+    ]
     for entry in doc["rewrites"]["original"].values():
         assert set(entry) == {"32-true", "bf16-mixed"}
         for fig in (entry["32-true"], entry["bf16-mixed"]):
@@ -326,6 +331,7 @@ def test_rewrites_section_times_each_model_against_its_rewrite_undone(tmp_path):
     table = (out / "latest.md").read_text()
     assert "| original | max-pool before ReLU | bf16-mixed |" in table
     assert "| original | max-pool backward by unpooling | bf16-mixed |" in table
+    assert "| original | BN, max-pool and ReLU as one kernel | bf16-mixed |" in table
 
 
 @linux_glibc
