@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from glamor_lightning.user_cache import cache_root
 
@@ -135,6 +136,7 @@ class _BNPoolReLU(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # its backward is a kernel of its own: a second derivative raises rather than being wrong
     def backward(ctx, grad: Tensor):
         x, y, argmax, weight, mean, invstd = ctx.saved_tensors
         grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last)

@@ -79,6 +79,14 @@ def test_it_computes_torch_layers_maths(channels, hw, k, dtype, ties):
     assert bn_f.num_batches_tracked.item() == bn_t.num_batches_tracked.item() == 1
 
 
+def test_a_second_derivative_raises_rather_than_being_wrong():
+    bn, pool = _layers(8, 2)
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    (gx,) = torch.autograd.grad(bn_pool_relu(x, bn, pool).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        gx.sum().backward()
+
+
 def test_each_window_sends_its_gradient_to_its_first_maximum():
     """All four values of every window equal: torch's pooling takes the first in scan order, and so must the kernel
     (the batch norm's own part of the gradient is the same everywhere in a channel, so the pooled part stands out)."""
