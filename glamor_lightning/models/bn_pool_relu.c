@@ -4,9 +4,10 @@
  * ctypes and says why it exists; this file holds only the arithmetic.
  *
  * Layout: x is [N, H, W, C] in memory (channels-last); y and the window's argmax (0 .. k*k-1 in scan order, a byte)
- * are [N, H/k, W/k, C] (floor: rows and columns no window covers get no pooled gradient). Each row of C channels is
- * converted to float in a small buffer and worked on there, so that every inner loop has one type and the compiler
- * vectorises it. Sums accumulate in float over blocks of rows and in double across blocks and threads. OpenMP runs
+ * are [N, H/k, W/k, C] (floor: rows and columns no window covers get no pooled gradient). The inner loops run over
+ * the C channels of a row in float, each element converted where it is read or written, with the data type a
+ * constant (each entry point has a copy of the loops per type), so that the compiler vectorises them; a loop that it
+ * did not vectorise is split in two over a small float buffer. Sums accumulate in float over blocks of rows and in double across blocks and threads. OpenMP runs
  * on the runtime the process already loaded (torch's libgomp has the same soname), with the thread count torch
  * uses, passed in. */
 #include <math.h>
@@ -258,6 +259,10 @@ static inline __attribute__((always_inline)) int backward(
     }
     return 0;
 }
+
+/* the exported entry points: each type gets its own copy of the loops (`bf16` a constant in each); inputs with more
+ * channels than this are refused (the entry points return 1) and the Python side does not call them */
+int bn_pool_relu_max_channels(void) { return MAX_C; }
 
 /* the exported entry points: each type gets its own copy of the loops (`bf16` a constant in each) */
 int bn_pool_relu_forward(const void *x, void *y, uint8_t *argmax, int bf16, int64_t N, int64_t H, int64_t W,

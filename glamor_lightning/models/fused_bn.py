@@ -20,7 +20,8 @@ together may pick another of them, as the layers themselves would under another 
 (tests/models/test_fused_bn.py bounds both). Checkpoints are unchanged: the modules and their state stay as they are.
 
 It runs where it pays and is exact in its contract: training with gradients, on the CPU, an input in channels-last
-memory, float32 or bfloat16, a plain `BatchNorm2d` with affine parameters and a momentum. Anywhere else (evaluation,
+memory, float32 or bfloat16, a plain `BatchNorm2d` with affine parameters and a momentum, at most 2,048 channels (the
+kernel's buffers; it says its own limit). Anywhere else (evaluation,
 a GPU, NCHW, a `SyncBatchNorm` under DDP) the layers run as torch's own modules. The kernel is built on first use
 with the system's C compiler (`cc`, or `$CC`; OpenMP; about a second) into `user_cache.cache_root()`/kernels, keyed
 by the source, the compiler and the processor, so a home directory shared by two machine kinds never loads code built
@@ -106,7 +107,7 @@ def library() -> ctypes.CDLL | None:
     p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
     lib.bn_pool_relu_forward.argtypes = [p, p, p, i32, i64, i64, i64, i64, i32, p, p, p, p, f64, f64, p, p, i32]
     lib.bn_pool_relu_backward.argtypes = [p, p, p, p, p, i32, i64, i64, i64, i64, i32, p, p, p, p, p, i32]
-    lib.bn_pool_relu_forward.restype = lib.bn_pool_relu_backward.restype = i32
+    lib.bn_pool_relu_forward.restype = lib.bn_pool_relu_backward.restype = lib.bn_pool_relu_max_channels.restype = i32
     return lib
 
 
@@ -168,6 +169,7 @@ def applies(x: Tensor, bn: nn.Module) -> bool:
         and x.shape[1] > 1
         and x.is_contiguous(memory_format=torch.channels_last)
         and library() is not None
+        and x.shape[1] <= library().bn_pool_relu_max_channels()
     )
 
 

@@ -105,7 +105,8 @@ def test_each_window_sends_its_gradient_to_its_first_maximum():
 
 
 @pytest.mark.parametrize(
-    "case", ["eval", "no_grad", "nchw", "float16", "sync_batchnorm", "no_momentum", "the_contract_holds"]
+    "case",
+    ["eval", "no_grad", "nchw", "float16", "sync_batchnorm", "no_momentum", "too_many_channels", "the_contract_holds"],
 )
 def test_torch_layers_run_where_it_does_not_apply(case):
     bn, pool = _layers(8, 2)
@@ -120,6 +121,10 @@ def test_torch_layers_run_where_it_does_not_apply(case):
         bn = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(bn))[0]
     elif case == "no_momentum":
         bn.momentum = None
+    elif case == "too_many_channels":  # more than the kernel's buffers hold
+        wide = fused_bn.library().bn_pool_relu_max_channels() + 1
+        bn = nn.BatchNorm2d(wide)
+        x = torch.randn(1, wide, 2, 2).contiguous(memory_format=torch.channels_last).requires_grad_()
     if case == "no_grad":
         with torch.no_grad():
             assert not applies(x, bn)
