@@ -73,7 +73,7 @@ class EmotionModule(L.LightningModule):
     instead of v_c (no attention, no face: it cannot echo the face); `modality_dropout`, `modality_dropout_guide`,
     `fusion_temperature` and `fusion_floor` are `GlamorNet`'s; `gate_entropy` adds the gate's negative entropy
     (`gate_negentropy`) times this weight to the loss. `optimizer`: `sgd` (with `momentum`, `nesterov`) or
-    `adamw` (`optimizers.OPTIMIZERS`); `fused_sgd`: SGD as torch's fused kernel (`optimizers.sgd_kwargs`), false
+    `adamw` (`optimizers.OPTIMIZERS`); `fused_sgd`: SGD as torch's fused kernel (`optimizers.make_optimizer`), false
     for its per-tensor loop. `lr_scale`: per-part learning-rate multipliers by part name (e.g.
     `{context_encoder: 3}`), to let a slow branch learn faster.
     `fused_bn_pool_relu`: the original encoder's BN → max-pool → ReLU as one kernel in CPU training

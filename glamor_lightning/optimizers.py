@@ -1,5 +1,6 @@
 """The optimiser: which one (`OPTIMIZERS`), one parameter group per part of the net with its own learning rate
-(`part_groups`), and how it runs (`sgd_kwargs`, shared by the module and the measured training step); `forget_parts`
+(`part_groups`), and how it runs (`make_optimizer`, shared by the module and the measured training step: torch's
+fused SGD kernel or its per-tensor loop, kept as chosen when a checkpoint's state is loaded: `SGD`); `forget_parts`
 drops the state of chosen parts (callbacks that re-open or replace a part start its momentum afresh)."""
 
 from __future__ import annotations
@@ -76,17 +77,35 @@ def make_optimizer(
     nesterov: bool,
     fused_sgd: bool,
 ) -> torch.optim.Optimizer:
-    """AdamW or SGD (with momentum, `sgd_kwargs(fused_sgd)`) over `groups` (`check_optimizer_settings` first)."""
+    """AdamW, or SGD with momentum (`SGD`) over `groups` (`check_optimizer_settings` first): torch's fused kernel
+    (the same update as the per-tensor loop up to float rounding, and 3-4x faster on CPU: 1.4
+    against 4.0 ms a step for the original net's 58 tensors, 2.6 against 9.3 ms for MobileNetV2's 324, one thread),
+    or that loop (`fused_sgd=False`)."""
     if optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(
-        groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, **sgd_kwargs(fused_sgd)
-    )
+    implementation = {"fused": True} if fused_sgd else {"foreach": False}
+    return SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, **implementation)
 
 
-def sgd_kwargs(fused: bool) -> dict:
-    """`torch.optim.SGD`'s implementation: its fused kernel (one call for every parameter: the same update up to
-    float rounding, and 3-4x faster on CPU than the per-tensor loop torch picks there by default: 1.4 against
-    4.0 ms a step for the original net's 58 tensors, 2.6 against 9.3 ms for MobileNetV2's 324, one thread), or
-    that loop (`fused=False`)."""
-    return {"fused": True} if fused else {"foreach": False}
+class SGD(torch.optim.SGD):
+    """torch's SGD in either implementation (`fused=True`: its fused kernel; `foreach=False`: the per-tensor loop),
+    which stays the one it was built as when a state is loaded, with each momentum buffer in its parameter's layout.
+
+    torch's `load_state_dict` does neither, and each gave a silent wrong result on resuming a run with settings that
+    resuming may change (`train.RESUME_FREE`):
+    - it takes every group's settings from the saved state, the implementation flags included: a run resumed with
+      `model.fused_sgd` changed went on with the checkpoint's implementation. The flags are kept as built;
+    - a buffer comes back in the layout it was saved in, while the fused kernel updates parameter, gradient and
+      buffer as flat arrays, element i of each together (torch 2.14, ATen's FusedSGDKernel.cpp; autograd hands each
+      gradient over in its parameter's layout): resumed with `model.channels_last` changed, the fused step read the
+      buffers in the wrong order. Loading copies such a buffer into its parameter's layout."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        built = [(group["fused"], group["foreach"]) for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, (fused, foreach) in zip(self.param_groups, built):
+            group["fused"], group["foreach"] = fused, foreach
+            for p in group["params"]:
+                buffer = self.state.get(p, {}).get("momentum_buffer")
+                if buffer is not None and buffer.stride() != p.stride():
+                    self.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buffer)  # p's strides: it is dense

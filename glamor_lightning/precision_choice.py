@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from glamor_lightning.allocator import keep_freed_memory, keeps_freed_memory
-from glamor_lightning.optimizers import sgd_kwargs
+from glamor_lightning.optimizers import make_optimizer
 from glamor_lightning.threads import CpuMeter
 from glamor_lightning.user_cache import cache_root
 
@@ -174,8 +174,8 @@ class TrainStep:
     def __init__(self, module, precision: str, device: torch.device) -> None:
         self.module, self.device = module, device
         self.bf16 = precision.startswith("bf16")
-        self.optimizer = torch.optim.SGD(
-            module.parameters(), lr=1e-4, momentum=0.9, **sgd_kwargs(module.hparams.fused_sgd)
+        self.optimizer = make_optimizer(
+            [{"params": list(module.parameters())}], "sgd", 1e-4, 0.9, 0.0, False, module.hparams.fused_sgd
         )
 
     def __call__(self, face: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> None:

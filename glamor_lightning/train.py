@@ -51,7 +51,9 @@ def check_recipe(cfg: DictConfig) -> None:
 
 #: model settings a resumed run may change: how it executes, or how a fresh model starts (the checkpoint's
 #: weights replace those), not what it trains
-RESUME_FREE = frozenset({"channels_last", "compile", "fused_sgd", "pretrained", "pretrained_path"})
+RESUME_FREE = frozenset(
+    {"channels_last", "compile", "fused_sgd", "fused_bn_pool_relu", "pretrained", "pretrained_path"}
+)
 
 
 def check_resume(cfg: DictConfig, checkpoint: dict, hparams: dict) -> None:

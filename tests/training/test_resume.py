@@ -103,6 +103,17 @@ def test_a_run_resumed_with_other_model_settings_is_refused_naming_them(synth_ro
     assert "val/acc" in metrics
 
 
+def test_a_run_resumes_with_other_execution_settings(synth_root, tmp_path):
+    """How a run executes may change on resume (`train.RESUME_FREE`): memory layout, the SGD implementation and the
+    original encoder's fused kernel, e.g. `model.fused_bn_pool_relu=false` to go on with torch's layers."""
+    common = [f"data.root={synth_root}", *FAST, "+trainer.limit_train_batches=1"]
+    train(compose_config("train", tmp_path / "a", [*common, "trainer.max_epochs=1"]))
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    other = ["model.channels_last=false", "model.fused_sgd=false", "model.fused_bn_pool_relu=false"]
+    metrics = train(compose_config("train", tmp_path / "b", [*common, "trainer.max_epochs=2", *other, f"ckpt_path={last}"]))
+    assert "val/acc" in metrics
+
+
 def test_step_seeding_draws_as_torch_manual_seed_does():
     """The per-step reseed (`StepSeed`) sets the CPU generator exactly as `torch.manual_seed` would."""
     from glamor_lightning.callbacks.resume import seed_generators

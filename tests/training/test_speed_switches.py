@@ -111,10 +111,12 @@ def test_16_mixed_and_channels_last_on_gpu(synth_root, tmp_path):
     assert probe.dtypes == {torch.float16} and probe.channels_last == {True}
 
 
-def _sgd_steps(module: EmotionModule, steps: int = 4) -> list[torch.Tensor]:
-    """`steps` SGD steps of the module's own optimiser on fixed random batches; its parameters after them."""
-    optimizer = module.configure_optimizers()["optimizer"]
-    g = torch.Generator().manual_seed(1)
+def _sgd_steps(
+    module: EmotionModule, steps: int = 4, optimizer: torch.optim.Optimizer | None = None, seed: int = 1
+) -> list[torch.Tensor]:
+    """`steps` SGD steps of `optimizer` (default: the module's own) on fixed random batches; the parameters after."""
+    optimizer = optimizer or module.configure_optimizers()["optimizer"]
+    g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         face = torch.randint(0, 255, (4, 96, 96, 3), dtype=torch.uint8, generator=g)
         ctx = torch.randint(0, 255, (4, 112, 112, 3), dtype=torch.uint8, generator=g)
@@ -139,3 +141,71 @@ def test_fused_sgd_is_the_default_and_makes_the_per_tensor_loops_update():
     after_fused, after_loop = _sgd_steps(fused), _sgd_steps(loop)
     assert max((a - b).abs().max().item() for a, b in zip(after_fused, before)) > 1e-3  # the steps did move it
     assert max((a - b).abs().max().item() for a, b in zip(after_fused, after_loop)) < 1e-5
+
+
+def _resumed_steps(before: dict, after: dict, settings: dict) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+    """Two SGD steps of a module built with `before`, its weights and optimiser state loaded into one built with
+    `after` (as resuming a run does), and two more steps there: its parameters after them, and its optimiser."""
+    torch.manual_seed(0)
+    first = EmotionModule(**before, **settings)
+    optimizer = first.configure_optimizers()["optimizer"]
+    _sgd_steps(first, 2, optimizer)
+    resumed = EmotionModule(**after, **settings)
+    resumed.load_state_dict(first.state_dict())
+    optimizer_after = resumed.configure_optimizers()["optimizer"]
+    optimizer_after.load_state_dict(optimizer.state_dict())
+    return _sgd_steps(resumed, 2, optimizer_after, seed=2), optimizer_after
+
+
+@pytest.mark.parametrize("channels_last_before", [False, True])
+def test_sgd_resumed_in_another_memory_layout_updates_as_the_per_tensor_loop(channels_last_before):
+    """Resuming may change `model.channels_last` (`train.RESUME_FREE`): the parameters are built in the new layout,
+    the momentum buffers come back in the old one. torch's fused kernel reads parameter, gradient and buffer as flat
+    arrays, so a buffer in the other layout gave a silently wrong update (`optimizers.SGD`). After such a resume the
+    fused optimiser's steps agree with the per-tensor loop's, and its buffers are in their parameters' layout."""
+    settings = dict(lr=0.05, momentum=0.9, dropout=0.0)
+    before, after = dict(channels_last=channels_last_before), dict(channels_last=not channels_last_before)
+    fused, optimizer = _resumed_steps({**before, "fused_sgd": True}, {**after, "fused_sgd": True}, settings)
+    loop, _ = _resumed_steps({**before, "fused_sgd": False}, {**after, "fused_sgd": False}, settings)
+    conv = next(p for p in optimizer.param_groups[1]["params"] if p.dim() == 4 and p.shape[1] == 256)  # 256x256x3x3
+    assert optimizer.state[conv]["momentum_buffer"].stride() == conv.stride()
+    assert max((a - b).abs().max().item() for a, b in zip(fused, loop)) < 1e-5
+
+
+@pytest.mark.parametrize("fused_before", [False, True])
+def test_sgd_resumed_with_fused_sgd_changed_runs_the_implementation_asked_for(fused_before):
+    """Resuming may change `model.fused_sgd`; torch's `load_state_dict` took the implementation from the checkpoint
+    (the saved groups' `fused` and `foreach`), so the new setting was silently ignored. It is the one asked for now;
+    and a fused run resumed as the loop in another memory layout updates as the loop does throughout."""
+    settings = dict(lr=0.05, momentum=0.9, dropout=0.0)
+    changed, optimizer = _resumed_steps(
+        dict(fused_sgd=fused_before, channels_last=False), dict(fused_sgd=not fused_before, channels_last=True), settings
+    )
+    assert {bool(g["fused"]) for g in optimizer.param_groups} == {not fused_before}
+    loop, _ = _resumed_steps(
+        dict(fused_sgd=False, channels_last=False), dict(fused_sgd=False, channels_last=True), settings
+    )
+    assert max((a - b).abs().max().item() for a, b in zip(changed, loop)) < 1e-5
+
+
+class OptimizerAtTrainStart(Callback):
+    """The optimiser as the run starts training (after a resumed run has loaded its state)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        optimizer = trainer.optimizers[0]
+        self.fused = {bool(g["fused"]) for g in optimizer.param_groups}
+        held = [(p, optimizer.state[p]["momentum_buffer"]) for g in optimizer.param_groups for p in g["params"]]
+        self.buffers = len(held)
+        self.in_layout = all(b.stride() == p.stride() for p, b in held)
+
+
+def test_a_resumed_run_keeps_its_new_layout_and_sgd_implementation(synth_root, tmp_path):
+    """The same through Lightning's checkpoint loading: a channels-last run with the fused kernel, resumed with
+    `model.channels_last=false model.fused_sgd=false`, trains with the per-tensor loop, every momentum buffer in its
+    parameter's layout."""
+    _run(synth_root, tmp_path / "first", ["model.channels_last=true", "model.fused_sgd=true"])
+    probe = OptimizerAtTrainStart()
+    overrides = [f"data.root={synth_root}", *FAST, *SHORT[1:], "trainer.max_epochs=2"]
+    cfg = compose_config("train", tmp_path / "resumed", [*overrides, "model.channels_last=false", "model.fused_sgd=false"])
+    fit(cfg, [probe], ckpt_path=tmp_path / "first" / "checkpoints" / "last.ckpt")
+    assert probe.fused == {False} and probe.buffers > 50 and probe.in_layout
