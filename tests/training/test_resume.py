@@ -110,7 +110,9 @@ def test_a_run_resumes_with_other_execution_settings(synth_root, tmp_path):
     train(compose_config("train", tmp_path / "a", [*common, "trainer.max_epochs=1"]))
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     other = ["model.channels_last=false", "model.fused_sgd=false", "model.fused_bn_pool_relu=false"]
-    metrics = train(compose_config("train", tmp_path / "b", [*common, "trainer.max_epochs=2", *other, f"ckpt_path={last}"]))
+    metrics = train(
+        compose_config("train", tmp_path / "b", [*common, "trainer.max_epochs=2", *other, f"ckpt_path={last}"])
+    )
     assert "val/acc" in metrics
 
 

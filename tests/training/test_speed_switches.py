@@ -179,7 +179,9 @@ def test_sgd_resumed_with_fused_sgd_changed_runs_the_implementation_asked_for(fu
     and a fused run resumed as the loop in another memory layout updates as the loop does throughout."""
     settings = dict(lr=0.05, momentum=0.9, dropout=0.0)
     changed, optimizer = _resumed_steps(
-        dict(fused_sgd=fused_before, channels_last=False), dict(fused_sgd=not fused_before, channels_last=True), settings
+        dict(fused_sgd=fused_before, channels_last=False),
+        dict(fused_sgd=not fused_before, channels_last=True),
+        settings,
     )
     assert {bool(g["fused"]) for g in optimizer.param_groups} == {not fused_before}
     loop, _ = _resumed_steps(
@@ -206,6 +208,8 @@ def test_a_resumed_run_keeps_its_new_layout_and_sgd_implementation(synth_root, t
     _run(synth_root, tmp_path / "first", ["model.channels_last=true", "model.fused_sgd=true"])
     probe = OptimizerAtTrainStart()
     overrides = [f"data.root={synth_root}", *FAST, *SHORT[1:], "trainer.max_epochs=2"]
-    cfg = compose_config("train", tmp_path / "resumed", [*overrides, "model.channels_last=false", "model.fused_sgd=false"])
+    cfg = compose_config(
+        "train", tmp_path / "resumed", [*overrides, "model.channels_last=false", "model.fused_sgd=false"]
+    )
     fit(cfg, [probe], ckpt_path=tmp_path / "first" / "checkpoints" / "last.ckpt")
     assert probe.fused == {False} and probe.buffers > 50 and probe.in_layout
