@@ -17,8 +17,9 @@ from glamor_lightning.models.fused_bn import applies, bn_pool_relu, fusable_bloc
 from glamor_lightning.models.maxpool import TilingMaxPool2d
 from glamor_lightning.module import EmotionModule
 
-# (channels, H × W, pool side; 1: no pool): the encoder's blocks, odd sizes (rows / columns in no window), no pool
-CASES = [(32, (12, 12), 2), (6, (11, 7), 2), (8, (6, 6), 1), (16, (9, 9), 3)]
+# (channels, H × W, pool side; 1: no pool): the encoder's blocks (the kernel has loops of their own for 32, 64, 128
+# and 256 channels with 2 × 2 windows), odd sizes (rows / columns in no window), no pool, other channel counts
+CASES = [(32, (12, 12), 2), (64, (7, 6), 2), (256, (5, 4), 2), (6, (11, 7), 2), (8, (6, 6), 1), (16, (9, 9), 3)]
 
 
 def _layers(channels, k, seed=0):
