@@ -78,9 +78,9 @@ def make_optimizer(
     fused_sgd: bool,
 ) -> torch.optim.Optimizer:
     """AdamW, or SGD with momentum (`SGD`) over `groups` (`check_optimizer_settings` first): torch's fused kernel
-    (the same update as the per-tensor loop up to float rounding, and 3-4x faster on CPU: 1.4
-    against 4.0 ms a step for the original net's 58 tensors, 2.6 against 9.3 ms for MobileNetV2's 324, one thread),
-    or that loop (`fused_sgd=False`)."""
+    (the same update as the per-tensor loop up to float rounding, and 3-4x faster on CPU: 1.4 against 4.0 ms a step
+    for the original net's 58 tensors, 2.6 against 9.3 ms for MobileNetV2's 324, one thread), or that loop
+    (`fused_sgd=False`)."""
     if optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     implementation = {"fused": True} if fused_sgd else {"foreach": False}

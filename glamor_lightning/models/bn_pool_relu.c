@@ -9,9 +9,9 @@
  * constant (each entry point has a copy of the loops per type), so that the compiler vectorises them; a loop that it
  * did not vectorise is split in two over a small float buffer. The loops over a row's channels get copies with the
  * encoders' channel counts and 2x2 windows as constants (`SPECIALISED`): 1.2-1.26x the kernel in bf16 at 32
- * channels, the same bits. Sums accumulate in float over blocks of rows and in double across blocks and threads. OpenMP runs
- * on the runtime the process already loaded (torch's libgomp has the same soname), with the thread count torch
- * uses, passed in. */
+ * channels, the same bits. Sums accumulate in float over blocks of rows and in double across blocks and threads.
+ * OpenMP runs on the runtime the process already loaded (torch's libgomp has the same soname), with the thread count
+ * torch uses, passed in. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -153,7 +153,6 @@ static inline __attribute__((always_inline)) void pool_row(const void *restrict 
 #else
 #define WIDE __attribute__((noinline))
 #endif
-
 static WIDE void pool_row_bf16(const void *x, void *y, uint8_t *argmax, int64_t nh, int64_t H, int64_t W, int64_t C,
                                int k, const float *scale, const float *offset) {
 #define ROW(c_, k_) pool_row(x, y, argmax, 1, nh, H, W, c_, k_, scale, offset)
