@@ -9,7 +9,7 @@
  * constant (each entry point has a copy of the loops per type), so that the compiler vectorises them; a loop that it
  * did not vectorise is split in two over a small float buffer. The loops over a row's channels get copies with the
  * encoders' channel counts and 2x2 windows as constants (`SPECIALISED`): 1.2-1.26x the kernel in bf16 at 32
- * channels, the same bits. Sums accumulate in float over blocks of rows and in double across blocks and threads.
+ * channels, the same bits (and the backward's at 512 bits from 64 channels on). Sums accumulate in float over blocks of rows and in double across blocks and threads.
  * OpenMP runs on the runtime the process already loaded (torch's libgomp has the same soname), with the thread count
  * torch uses, passed in. */
 #include <math.h>
@@ -147,7 +147,8 @@ static inline __attribute__((always_inline)) void pool_row(const void *restrict 
 
 /* the forward's row in a function of its own per type, compiled for 512-bit vectors where the processor has them
  * (GCC otherwise prefers 256): 1.15-1.32x the forward (A/B of the two builds, alternated, 2026-12-08); the backward
- * ran slower that way, so only the forward. An attribute on the caller does not reach OpenMP's outlined loop. */
+ * ran slower that way with its general loops, and at 32 channels still does (its copies below). An attribute on the
+ * caller does not reach OpenMP's outlined loop. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
 #define WIDE __attribute__((noinline, target("prefer-vector-width=512")))
 #else
@@ -251,35 +252,37 @@ static inline __attribute__((always_inline)) void grad_row(const void *restrict 
     }
 }
 
-/* the backward's loops per type, specialised; at the compiler's default vector width (512 ran slower here) */
-static __attribute__((noinline)) void grad_sums_bf16(const void *x, const void *y, const uint8_t *argmax,
-                                                     const void *gy, int64_t lo, int64_t hi, int64_t H, int64_t W,
-                                                     int64_t C, int k, const float *save_mean, double *s1) {
-#define SUMS(c_, k_) grad_sums(x, y, argmax, gy, 1, lo, hi, H, W, c_, k_, save_mean, s1)
-    SPECIALISED(SUMS, C, k);
-#undef SUMS
-}
-static __attribute__((noinline)) void grad_sums_f32(const void *x, const void *y, const uint8_t *argmax,
-                                                    const void *gy, int64_t lo, int64_t hi, int64_t H, int64_t W,
-                                                    int64_t C, int k, const float *save_mean, double *s1) {
-#define SUMS(c_, k_) grad_sums(x, y, argmax, gy, 0, lo, hi, H, W, c_, k_, save_mean, s1)
-    SPECIALISED(SUMS, C, k);
-#undef SUMS
-}
-static __attribute__((noinline)) void grad_row_bf16(const void *x, const void *y, const uint8_t *argmax,
-                                                    const void *gy, void *gx, int64_t nh, int64_t H, int64_t W,
-                                                    int64_t C, int k, const float *A, const float *B, const float *D) {
-#define ROW(c_, k_) grad_row(x, y, argmax, gy, gx, 1, nh, H, W, c_, k_, A, B, D)
-    SPECIALISED(ROW, C, k);
-#undef ROW
-}
-static __attribute__((noinline)) void grad_row_f32(const void *x, const void *y, const uint8_t *argmax,
-                                                   const void *gy, void *gx, int64_t nh, int64_t H, int64_t W,
-                                                   int64_t C, int k, const float *A, const float *B, const float *D) {
-#define ROW(c_, k_) grad_row(x, y, argmax, gy, gx, 0, nh, H, W, c_, k_, A, B, D)
-    SPECIALISED(ROW, C, k);
-#undef ROW
-}
+/* the backward's loops per type, specialised, each at the compiler's default vector width and at 512 bits: with 64
+ * channels or more the 512-bit copies ran 1.4-1.7x faster, at 32 channels 0.97-0.99x (C level, both alternated,
+ * 2026-12-08) */
+#define SUMS_BF16(c_, k_) grad_sums(x, y, argmax, gy, 1, lo, hi, H, W, c_, k_, save_mean, s1)
+#define SUMS_F32(c_, k_) grad_sums(x, y, argmax, gy, 0, lo, hi, H, W, c_, k_, save_mean, s1)
+#define ROW_BF16(c_, k_) grad_row(x, y, argmax, gy, gx, 1, nh, H, W, c_, k_, A, B, D)
+#define ROW_F32(c_, k_) grad_row(x, y, argmax, gy, gx, 0, nh, H, W, c_, k_, A, B, D)
+#define BACKWARD_LOOPS(attr, suffix)                                                                                   \
+    static attr void grad_sums_bf16##suffix(const void *x, const void *y, const uint8_t *argmax, const void *gy,      \
+                                            int64_t lo, int64_t hi, int64_t H, int64_t W, int64_t C, int k,          \
+                                            const float *save_mean, double *s1) {                                    \
+        SPECIALISED(SUMS_BF16, C, k);                                                                                 \
+    }                                                                                                                  \
+    static attr void grad_sums_f32##suffix(const void *x, const void *y, const uint8_t *argmax, const void *gy,       \
+                                           int64_t lo, int64_t hi, int64_t H, int64_t W, int64_t C, int k,           \
+                                           const float *save_mean, double *s1) {                                     \
+        SPECIALISED(SUMS_F32, C, k);                                                                                  \
+    }                                                                                                                  \
+    static attr void grad_row_bf16##suffix(const void *x, const void *y, const uint8_t *argmax, const void *gy,       \
+                                           void *gx, int64_t nh, int64_t H, int64_t W, int64_t C, int k,             \
+                                           const float *A, const float *B, const float *D) {                         \
+        SPECIALISED(ROW_BF16, C, k);                                                                                  \
+    }                                                                                                                  \
+    static attr void grad_row_f32##suffix(const void *x, const void *y, const uint8_t *argmax, const void *gy,        \
+                                          void *gx, int64_t nh, int64_t H, int64_t W, int64_t C, int k,              \
+                                          const float *A, const float *B, const float *D) {                          \
+        SPECIALISED(ROW_F32, C, k);                                                                                   \
+    }
+BACKWARD_LOOPS(__attribute__((noinline)), )
+BACKWARD_LOOPS(WIDE, _wide)
+#undef BACKWARD_LOOPS
 
 static inline __attribute__((always_inline)) int backward(
     const void *restrict x, const void *restrict y, const uint8_t *restrict argmax, const void *restrict gy,
@@ -294,10 +297,11 @@ static inline __attribute__((always_inline)) int backward(
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
         double *s1 = part + (size_t)t * 2 * C;
+        int64_t lo = cells * t / nt, hi = cells * (t + 1) / nt;
         if (bf16)
-            grad_sums_bf16(x, y, argmax, gy, cells * t / nt, cells * (t + 1) / nt, H, W, C, k, save_mean, s1);
+            (C >= 64 ? grad_sums_bf16_wide : grad_sums_bf16)(x, y, argmax, gy, lo, hi, H, W, C, k, save_mean, s1);
         else
-            grad_sums_f32(x, y, argmax, gy, cells * t / nt, cells * (t + 1) / nt, H, W, C, k, save_mean, s1);
+            (C >= 64 ? grad_sums_f32_wide : grad_sums_f32)(x, y, argmax, gy, lo, hi, H, W, C, k, save_mean, s1);
     }
     /* dx = w * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)) = A * dy + B * x + D, per channel */
     float A[MAX_C], B[MAX_C], D[MAX_C];
@@ -319,9 +323,9 @@ static inline __attribute__((always_inline)) int backward(
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t nh = 0; nh < N * Ho; nh++) {
         if (bf16)
-            grad_row_bf16(x, y, argmax, gy, gx, nh, H, W, C, k, A, B, D);
+            (C >= 64 ? grad_row_bf16_wide : grad_row_bf16)(x, y, argmax, gy, gx, nh, H, W, C, k, A, B, D);
         else
-            grad_row_f32(x, y, argmax, gy, gx, nh, H, W, C, k, A, B, D);
+            (C >= 64 ? grad_row_f32_wide : grad_row_f32)(x, y, argmax, gy, gx, nh, H, W, C, k, A, B, D);
     }
     /* the rows and columns no window covers (floor pooling of an odd size): no pooled gradient */
     if (Ho * k < H || Wo * k < W) {
